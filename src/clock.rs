@@ -1,0 +1,98 @@
+//! Time source: the only caller of `SystemTime::now`, plus a manual clock for tests.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Wall-clock time in unix milliseconds. Retention and the encode scheduler only ever
+/// ask this trait, so tests can move time by hand.
+pub trait Clock: Send + Sync + 'static {
+    fn now_ms(&self) -> i64;
+}
+
+pub type SharedClock = Arc<dyn Clock>;
+
+#[derive(Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
+    }
+}
+
+/// A clock that only moves when told to.
+#[derive(Debug)]
+pub struct ManualClock(AtomicI64);
+
+impl ManualClock {
+    pub fn new(now_ms: i64) -> Arc<Self> {
+        Arc::new(Self(AtomicI64::new(now_ms)))
+    }
+    pub fn set_ms(&self, now_ms: i64) {
+        self.0.store(now_ms, Ordering::SeqCst);
+    }
+    pub fn advance_ms(&self, delta_ms: i64) {
+        self.0.fetch_add(delta_ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+pub const MINUTE_MS: i64 = 60_000;
+
+/// Start of the minute holding `t_ms` (floor, also for negative times).
+pub fn minute_start_ms(t_ms: i64) -> i64 {
+    t_ms.div_euclid(MINUTE_MS) * MINUTE_MS
+}
+
+/// RFC 3339 in UTC with milliseconds, e.g. `2026-11-26T10:00:07.250Z`.
+pub fn format_rfc3339_ms(t_ms: i64) -> String {
+    let t = UNIX_EPOCH + std::time::Duration::from_millis(t_ms.max(0) as u64);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// Parses a time given as unix milliseconds or RFC 3339 (as API.md allows in headers and queries).
+pub fn parse_time_ms(text: &str) -> Option<i64> {
+    let text = text.trim();
+    if text.is_empty() || text.len() > 64 {
+        return None;
+    }
+    if text.bytes().all(|b| b.is_ascii_digit()) {
+        return text.parse::<i64>().ok().filter(|ms| *ms < 1 << 50);
+    }
+    let t = humantime::parse_rfc3339_weak(text).ok()?;
+    let ms = t.duration_since(UNIX_EPOCH).ok()?.as_millis();
+    i64::try_from(ms).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_both_forms() {
+        assert_eq!(parse_time_ms("1764151207250"), Some(1_764_151_207_250));
+        assert_eq!(parse_time_ms("2025-11-26T10:00:07.250Z"), Some(1_764_151_207_250));
+        assert_eq!(parse_time_ms("2025-11-26T10:00:07Z"), Some(1_764_151_207_000));
+        assert_eq!(parse_time_ms(""), None);
+        assert_eq!(parse_time_ms("-5"), None);
+        assert_eq!(parse_time_ms("yesterday"), None);
+        assert_eq!(parse_time_ms("99999999999999999999999"), None);
+        assert_eq!(format_rfc3339_ms(1_764_151_207_250), "2025-11-26T10:00:07.250Z");
+    }
+
+    #[test]
+    fn minute_floor() {
+        assert_eq!(minute_start_ms(1_764_151_207_250), 1_764_151_200_000);
+        assert_eq!(minute_start_ms(60_000), 60_000);
+        assert_eq!(minute_start_ms(-1), -60_000);
+    }
+}
