@@ -1,0 +1,456 @@
+//! Turns spooled frames into segments: the minute scheduler, the worker pool and one minute's encode.
+
+pub mod plan;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use sha2::{Digest, Sha256};
+
+use crate::clock::{SharedClock, MINUTE_MS};
+use crate::config::Config;
+use crate::fsutil;
+use crate::index::{FrameRow, Index, NewSegment, Segment};
+use crate::ingest::png::{decode_rgb, PngError};
+use crate::ingest::Pending;
+use crate::layout::Layout;
+use crate::media::ffmpeg::{decode_segment, encode_segment, EncodeSettings};
+use crate::media::{MediaError, Picture};
+use crate::metrics::Metrics;
+use plan::{plan_minute, Source};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    #[error(transparent)]
+    Index(#[from] crate::index::IndexError),
+    #[error(transparent)]
+    Media(#[from] MediaError),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Ingest(#[from] crate::ingest::IngestError),
+    #[error("stored segment {0} does not match its index rows")]
+    Inconsistent(i64),
+}
+
+/// Everything one minute's encode needs; shared by the workers.
+pub struct MinuteEncoder {
+    pub layout: Layout,
+    pub index: Index,
+    pub clock: SharedClock,
+    pub pending: Arc<Pending>,
+    pub metrics: Arc<Metrics>,
+    pub settings: EncodeSettings,
+    pub carry_max_age_ms: i64,
+    pub keep_originals_ms: i64,
+    pub max_dimension: u32,
+}
+
+/// A frame's pixels: the original PNG in the spool, or a frame of a segment we wrote before.
+#[derive(Debug, Clone)]
+enum FrameSource {
+    Spool { sha256: [u8; 32], bytes: Vec<u8>, was_encoded: bool },
+    Segment { sha256: [u8; 32], segment_id: i64 },
+}
+
+impl FrameSource {
+    fn sha256(&self) -> [u8; 32] {
+        match self {
+            FrameSource::Spool { sha256, .. } | FrameSource::Segment { sha256, .. } => *sha256,
+        }
+    }
+}
+
+/// What a minute's encode produced.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct MinuteOutcome {
+    pub segments: usize,
+    pub frames: usize,
+    pub new_spool_frames: usize,
+}
+
+impl MinuteEncoder {
+    /// Encodes (or re-encodes) everything known for `device_id`'s minute starting at `minute_ms`,
+    /// replaces the minute's segments atomically, then removes spool files that are now safe.
+    pub fn encode_minute(&self, device_id: &str, minute_ms: i64) -> Result<MinuteOutcome, EncodeError> {
+        let minute_end = minute_ms + MINUTE_MS;
+        let spool = self.spool_captures(device_id)?;
+        let encoded = self.index.frames_between(device_id, minute_ms, minute_end)?;
+
+        // Every capture of the minute; the original PNG wins over a decoded frame.
+        let mut sources: std::collections::BTreeMap<i64, FrameSource> = encoded
+            .iter()
+            .map(|f| (f.capture_ms, FrameSource::Segment { sha256: f.sha256, segment_id: f.segment_id }))
+            .collect();
+        for &capture_ms in spool.range(minute_ms..minute_end) {
+            if let Some(src) = self.read_spool(device_id, capture_ms, sources.contains_key(&capture_ms))? {
+                sources.insert(capture_ms, src);
+            }
+        }
+        if sources.is_empty() {
+            return Ok(MinuteOutcome::default());
+        }
+
+        // The carry candidate: the latest capture before this minute, spooled or encoded.
+        let spooled_before = spool.range(..minute_ms).next_back().copied();
+        let encoded_before = self.index.last_frame_before(device_id, minute_ms)?;
+        let carry = match (spooled_before, encoded_before) {
+            (Some(s), Some(e)) if e.capture_ms > s => Some((e.capture_ms, FrameSource::Segment { sha256: e.sha256, segment_id: e.segment_id })),
+            (Some(s), _) => self.read_spool(device_id, s, true)?.map(|src| (s, src)),
+            (None, Some(e)) => Some((e.capture_ms, FrameSource::Segment { sha256: e.sha256, segment_id: e.segment_id })),
+            (None, None) => None,
+        }
+        .filter(|(capture_ms, _)| minute_ms - capture_ms <= self.carry_max_age_ms);
+
+        let mut pictures = PictureLoader::new(self);
+        let mut captures = Vec::with_capacity(sources.len());
+        let mut kept: Vec<(i64, FrameSource)> = Vec::with_capacity(sources.len());
+        for (capture_ms, src) in sources {
+            match pictures.load(device_id, capture_ms, &src) {
+                Ok(dims) => {
+                    captures.push((capture_ms, dims));
+                    kept.push((capture_ms, src));
+                }
+                Err(e) => {
+                    // Only a spool file can be undecodable here (it was decoded at upload):
+                    // keep it aside for an operator rather than deleting or looping on it.
+                    tracing::error!(device_id, capture_ms, error = %e, "spool frame cannot be decoded; quarantined");
+                    self.quarantine(device_id, capture_ms)?;
+                }
+            }
+        }
+        let carry = match carry {
+            Some((carry_ms, src)) => pictures.load(device_id, carry_ms, &src).ok().map(|dims| (carry_ms, dims)),
+            None => None,
+        };
+        if captures.is_empty() {
+            return Ok(MinuteOutcome::default());
+        }
+
+        let plan = plan_minute(minute_ms, &captures, carry, self.carry_max_age_ms);
+        let mut new_segments = Vec::with_capacity(plan.len());
+        let fragment_index = (minute_ms / MINUTE_MS) as u32;
+        for planned in &plan {
+            let frames: Vec<(i64, &Picture)> = planned
+                .frames
+                .iter()
+                .map(|(pts, source)| {
+                    let capture_ms = match source {
+                        Source::Carry => carry.expect("planned only with a carry").0,
+                        Source::Capture(i) => captures[*i].0,
+                    };
+                    (*pts, pictures.get(capture_ms))
+                })
+                .collect();
+            let encoded = encode_segment(&self.settings, &frames, planned.end_ms, fragment_index)?;
+            let init_sha: [u8; 32] = Sha256::digest(&encoded.init).into();
+            let init_rel = Layout::init_rel(&hex::encode(init_sha));
+            let tmp = self.layout.tmp_dir();
+            fsutil::write_new_durably(&tmp, &self.layout.resolve(&init_rel), &encoded.init)?;
+            let seg_rel = Layout::segment_rel(device_id, minute_ms, rand::random());
+            fsutil::write_new_durably(&tmp, &self.layout.resolve(&seg_rel), &encoded.media)?;
+            let (width, height) = frames[0].1.dimensions();
+            new_segments.push(NewSegment {
+                start_ms: planned.start_ms,
+                end_ms: planned.end_ms,
+                carry_ms: planned.has_carry().then(|| carry.expect("planned only with a carry").0),
+                init_sha256: init_sha,
+                init_file: init_rel,
+                init_bytes: encoded.init.len() as i64,
+                file: seg_rel,
+                bytes: encoded.media.len() as i64,
+                codec: encoded.codec,
+                width,
+                height,
+                frame_count: frames.len() as i64,
+                captures: planned
+                    .frames
+                    .iter()
+                    .filter_map(|(_, s)| match s {
+                        Source::Capture(i) => Some((captures[*i].0, kept[*i].1.sha256())),
+                        Source::Carry => None,
+                    })
+                    .collect(),
+            });
+        }
+
+        // The commit point: from here the minute is served from the new segments.
+        let (_, replaced) = self.index.replace_minute(device_id, minute_ms, &new_segments, self.clock.now_ms())?;
+        let removed = crate::garbage::collect(&self.layout, &self.index, &replaced);
+        Metrics::add(&self.metrics.files_expired, removed as u64);
+
+        let new_spool_frames = kept.iter().filter(|(_, s)| matches!(s, FrameSource::Spool { was_encoded: false, .. })).count();
+        self.pending.frames_encoded(new_spool_frames);
+        crate::ingest::release_spool(&self.layout, &self.index, device_id, self.clock.now_ms() - self.keep_originals_ms)?;
+        self.recheck_next_minute(device_id, minute_ms, captures.last().expect("not empty").0)?;
+
+        let outcome = MinuteOutcome { segments: new_segments.len(), frames: captures.len(), new_spool_frames };
+        Metrics::add(&self.metrics.frames_encoded, plan.iter().map(|p| p.frames.len() as u64).sum());
+        Metrics::add(&self.metrics.segments_written, new_segments.len() as u64);
+        Metrics::add(&self.metrics.segment_bytes_written, new_segments.iter().map(|s| s.bytes as u64).sum());
+        Ok(outcome)
+    }
+
+    fn spool_captures(&self, device_id: &str) -> Result<BTreeSet<i64>, EncodeError> {
+        Ok(crate::ingest::spool_captures(&self.layout, device_id)?)
+    }
+
+    fn read_spool(&self, device_id: &str, capture_ms: i64, was_encoded: bool) -> Result<Option<FrameSource>, EncodeError> {
+        match std::fs::read(self.layout.spool_file(device_id, capture_ms)) {
+            Ok(bytes) => Ok(Some(FrameSource::Spool { sha256: Sha256::digest(&bytes).into(), bytes, was_encoded })),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn quarantine(&self, device_id: &str, capture_ms: i64) -> std::io::Result<()> {
+        let dir = self.layout.quarantine_dir();
+        std::fs::create_dir_all(&dir)?;
+        std::fs::rename(self.layout.spool_file(device_id, capture_ms), dir.join(format!("{device_id}-{capture_ms}.png")))?;
+        self.pending.frames_encoded(1);
+        Ok(())
+    }
+
+    /// If the next minute was encoded with a carry that is no longer the latest earlier capture
+    /// (a late frame arrived), queue it for re-encoding.
+    fn recheck_next_minute(&self, device_id: &str, minute_ms: i64, last_capture_ms: i64) -> Result<(), EncodeError> {
+        let next = minute_ms + MINUTE_MS;
+        let first_next = self.index.segments_between(device_id, next, next + 1)?.into_iter().next();
+        if let Some(Segment { carry_ms: Some(carry_ms), minute_ms: m, .. }) = first_next {
+            if m == next && carry_ms != last_capture_ms {
+                self.pending.add_minute(device_id, next);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Loads and caches the pictures one minute needs, decoding each stored segment at most once.
+struct PictureLoader<'a> {
+    enc: &'a MinuteEncoder,
+    pictures: HashMap<i64, Picture>,
+    decoded: HashMap<i64, ()>,
+}
+
+impl<'a> PictureLoader<'a> {
+    fn new(enc: &'a MinuteEncoder) -> Self {
+        Self { enc, pictures: HashMap::new(), decoded: HashMap::new() }
+    }
+
+    fn load(&mut self, device_id: &str, capture_ms: i64, src: &FrameSource) -> Result<(u32, u32), EncodeError> {
+        if let Some(p) = self.pictures.get(&capture_ms) {
+            return Ok(p.dimensions());
+        }
+        match src {
+            FrameSource::Spool { bytes, .. } => {
+                let rgb = decode_rgb(bytes, self.enc.max_dimension)
+                    .map_err(|e: PngError| EncodeError::Io(std::io::Error::other(e.to_string())))?;
+                let dims = (rgb.width, rgb.height);
+                self.pictures.insert(capture_ms, Picture::Rgb(rgb));
+                Ok(dims)
+            }
+            FrameSource::Segment { segment_id, .. } => {
+                self.decode_into_cache(device_id, *segment_id)?;
+                self.pictures.get(&capture_ms).map(|p| p.dimensions()).ok_or(EncodeError::Inconsistent(*segment_id))
+            }
+        }
+    }
+
+    /// Decodes a stored segment and files its frames under their capture times.
+    fn decode_into_cache(&mut self, device_id: &str, segment_id: i64) -> Result<(), EncodeError> {
+        if self.decoded.insert(segment_id, ()).is_some() {
+            return Ok(());
+        }
+        let index = &self.enc.index;
+        let seg = index.segment(segment_id)?.ok_or(EncodeError::Inconsistent(segment_id))?;
+        let init = index.init(seg.init_id)?.ok_or(EncodeError::Inconsistent(segment_id))?;
+        let init_bytes = std::fs::read(self.enc.layout.resolve(&init.file))?;
+        let media_bytes = std::fs::read(self.enc.layout.resolve(&seg.file))?;
+        let frames = decode_segment(&init_bytes, &media_bytes)?;
+        let captures: Vec<FrameRow> = index
+            .frames_between(device_id, seg.minute_ms, seg.minute_ms + MINUTE_MS)?
+            .into_iter()
+            .filter(|f| f.segment_id == segment_id)
+            .collect();
+        let skip = usize::from(seg.carry_ms.is_some());
+        if frames.len() != captures.len() + skip {
+            return Err(EncodeError::Inconsistent(segment_id));
+        }
+        for (row, (_, yuv)) in captures.iter().zip(frames.into_iter().skip(skip)) {
+            self.pictures.entry(row.capture_ms).or_insert(Picture::Yuv(yuv));
+        }
+        Ok(())
+    }
+
+    fn get(&self, capture_ms: i64) -> &Picture {
+        &self.pictures[&capture_ms]
+    }
+}
+
+/// A batch of due minutes of one device, encoded in time order by one worker.
+struct Job {
+    device_id: String,
+    minutes: Vec<i64>,
+}
+
+struct Shared {
+    minute: MinuteEncoder,
+    grace_ms: i64,
+    busy: Mutex<BTreeSet<String>>,
+    idle: Condvar,
+    wake: Mutex<bool>,
+    wake_cv: Condvar,
+    stop: AtomicBool,
+}
+
+/// The running scheduler and worker threads. Dropping it without `shutdown` leaves them running.
+pub struct Scheduler {
+    shared: Arc<Shared>,
+    tx: Mutex<Option<Sender<Job>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Scheduler {
+    pub fn start(config: &Config, minute: MinuteEncoder) -> Arc<Self> {
+        let (tx, rx) = bounded::<Job>(config.encoder.queue);
+        let shared = Arc::new(Shared {
+            minute,
+            grace_ms: config.segment_grace.as_millis() as i64,
+            busy: Mutex::default(),
+            idle: Condvar::new(),
+            wake: Mutex::new(false),
+            wake_cv: Condvar::new(),
+            stop: AtomicBool::new(false),
+        });
+        let scheduler = Arc::new(Self { shared: shared.clone(), tx: Mutex::new(Some(tx)), threads: Mutex::default() });
+        let mut threads = Vec::new();
+        for n in 0..config.encoder.workers {
+            let (shared, rx, me) = (shared.clone(), rx.clone(), Arc::downgrade(&scheduler));
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("encode-{n}"))
+                    .spawn(move || worker_loop(&shared, &rx, &me))
+                    .expect("spawn encoder thread"),
+            );
+        }
+        let me = Arc::downgrade(&scheduler);
+        threads.push(
+            std::thread::Builder::new()
+                .name("scheduler".into())
+                .spawn(move || {
+                    while let Some(s) = me.upgrade() {
+                        if s.shared.stop.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        s.pass();
+                        let shared = s.shared.clone();
+                        drop(s);
+                        let woken = shared.wake.lock().expect("wake lock");
+                        let mut woken = shared.wake_cv.wait_timeout(woken, Duration::from_secs(1)).expect("wake lock").0;
+                        *woken = false;
+                    }
+                })
+                .expect("spawn scheduler thread"),
+        );
+        *scheduler.threads.lock().expect("threads lock") = threads;
+        scheduler
+    }
+
+    pub fn minute_encoder(&self) -> &MinuteEncoder {
+        &self.shared.minute
+    }
+
+    /// Asks the scheduler to look for due minutes now rather than at its next tick.
+    pub fn wake(&self) {
+        *self.shared.wake.lock().expect("wake lock") = true;
+        self.shared.wake_cv.notify_all();
+    }
+
+    fn due_cutoff(&self) -> i64 {
+        // Minute M is due once now >= M + 60 s + grace.
+        self.shared.minute.clock.now_ms() - MINUTE_MS - self.shared.grace_ms + 1
+    }
+
+    /// Queues every due minute of every idle device.
+    fn pass(&self) {
+        let tx = match self.tx.lock().expect("tx lock").clone() {
+            Some(tx) => tx,
+            None => return,
+        };
+        let mut busy = self.shared.busy.lock().expect("busy lock");
+        let pending = &self.shared.minute.pending;
+        for (device_id, minutes) in pending.take_due(self.due_cutoff(), &busy) {
+            match tx.try_send(Job { device_id: device_id.clone(), minutes }) {
+                Ok(()) => {
+                    busy.insert(device_id);
+                }
+                Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => {
+                    for m in job.minutes {
+                        pending.add_minute(&job.device_id, m);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Encodes everything due now and returns once it is indexed (for tests and `check`).
+    /// Blocking: call from a blocking thread.
+    pub fn run_due_now(&self) {
+        for _ in 0..20 {
+            self.pass();
+            let mut busy = self.shared.busy.lock().expect("busy lock");
+            while !busy.is_empty() {
+                busy = self.shared.idle.wait(busy).expect("busy lock");
+            }
+            drop(busy);
+            if !self.shared.minute.pending.has_due(self.due_cutoff()) {
+                return;
+            }
+        }
+    }
+
+    /// Stops the threads after the jobs in hand; blocking.
+    pub fn shutdown(&self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.tx.lock().expect("tx lock").take();
+        self.wake();
+        let threads = std::mem::take(&mut *self.threads.lock().expect("threads lock"));
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}
+
+fn worker_loop(shared: &Shared, rx: &Receiver<Job>, scheduler: &std::sync::Weak<Scheduler>) {
+    while let Ok(job) = rx.recv() {
+        let mut failed = false;
+        for &minute_ms in &job.minutes {
+            let started = Instant::now();
+            let result = shared.minute.encode_minute(&job.device_id, minute_ms);
+            Metrics::add(&shared.minute.metrics.encode_micros, started.elapsed().as_micros() as u64);
+            match result {
+                Ok(outcome) => tracing::debug!(device_id = %job.device_id, minute_ms, ?outcome, "minute encoded"),
+                Err(e) => {
+                    Metrics::add(&shared.minute.metrics.encode_errors, 1);
+                    tracing::error!(device_id = %job.device_id, minute_ms, error = %e, "encode failed; will retry");
+                    shared.minute.pending.add_minute(&job.device_id, minute_ms);
+                    failed = true;
+                }
+            }
+        }
+        let mut busy = shared.busy.lock().expect("busy lock");
+        busy.remove(&job.device_id);
+        shared.idle.notify_all();
+        drop(busy);
+        // After a failure, wait for the next tick instead of retrying at once.
+        if let Some(s) = scheduler.upgrade() {
+            if !failed && !shared.stop.load(Ordering::SeqCst) {
+                s.wake();
+            }
+        }
+    }
+}

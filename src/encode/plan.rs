@@ -1,0 +1,113 @@
+//! Pure planning of one device-minute: which segments, which frames, at which presentation times.
+
+use crate::clock::MINUTE_MS;
+
+/// Where a planned frame's pixels come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The device's latest capture before this minute, repeated at the minute's start.
+    Carry,
+    /// The i-th capture of the minute.
+    Capture(usize),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedSegment {
+    pub start_ms: i64,
+    pub end_ms: i64,
+    /// (presentation time, source)
+    pub frames: Vec<(i64, Source)>,
+}
+
+impl PlannedSegment {
+    pub fn has_carry(&self) -> bool {
+        self.frames.first().is_some_and(|f| f.1 == Source::Carry)
+    }
+}
+
+/// Plans the segments of the minute starting at `minute_ms`.
+/// `captures` are (capture_ms, (width, height)) sorted by time, all inside the minute;
+/// `carry` is the device's latest earlier capture, if any.
+///
+/// Rules (facts/browser.md): the first segment starts exactly on the minute with a keyframe;
+/// it repeats `carry` when the first capture is later than :00 and `carry` is recent enough and
+/// of the same size, otherwise the first capture is shown from :00. Each frame lasts until the
+/// next capture, the last until the minute's end. A size change starts a new segment.
+pub fn plan_minute(
+    minute_ms: i64,
+    captures: &[(i64, (u32, u32))],
+    carry: Option<(i64, (u32, u32))>,
+    carry_max_age_ms: i64,
+) -> Vec<PlannedSegment> {
+    let mut segments: Vec<PlannedSegment> = Vec::new();
+    for (i, (capture_ms, dims)) in captures.iter().enumerate() {
+        let same_size = i > 0 && captures[i - 1].1 == *dims;
+        if same_size {
+            segments.last_mut().expect("a segment is open").frames.push((*capture_ms, Source::Capture(i)));
+            continue;
+        }
+        if let Some(prev) = segments.last_mut() {
+            prev.end_ms = *capture_ms;
+        }
+        let start_ms = if segments.is_empty() { minute_ms } else { *capture_ms };
+        let mut frames = Vec::new();
+        if start_ms < *capture_ms {
+            match carry {
+                Some((carry_ms, carry_dims))
+                    if carry_dims == *dims && carry_ms < minute_ms && minute_ms - carry_ms <= carry_max_age_ms =>
+                {
+                    frames.push((start_ms, Source::Carry));
+                    frames.push((*capture_ms, Source::Capture(i)));
+                }
+                _ => frames.push((start_ms, Source::Capture(i))),
+            }
+        } else {
+            frames.push((*capture_ms, Source::Capture(i)));
+        }
+        segments.push(PlannedSegment { start_ms, end_ms: minute_ms + MINUTE_MS, frames });
+    }
+    segments
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const M: i64 = 1_764_151_200_000;
+    const HD: (u32, u32) = (1920, 1080);
+
+    #[test]
+    fn carry_repeats_a_recent_previous_capture() {
+        let plan = plan_minute(M, &[(M + 7_000, HD), (M + 17_000, HD)], Some((M - 3_000, HD)), 60_000);
+        assert_eq!(
+            plan,
+            vec![PlannedSegment {
+                start_ms: M,
+                end_ms: M + 60_000,
+                frames: vec![(M, Source::Carry), (M + 7_000, Source::Capture(0)), (M + 17_000, Source::Capture(1))],
+            }]
+        );
+    }
+
+    #[test]
+    fn stale_or_other_size_carry_shows_first_capture_from_the_start() {
+        for carry in [Some((M - 61_000, HD)), Some((M - 1_000, (800, 600))), None] {
+            let plan = plan_minute(M, &[(M + 7_000, HD)], carry, 60_000);
+            assert_eq!(plan[0].frames, vec![(M, Source::Capture(0))], "{carry:?}");
+        }
+    }
+
+    #[test]
+    fn capture_on_the_minute_needs_no_carry() {
+        let plan = plan_minute(M, &[(M, HD)], Some((M - 1_000, HD)), 60_000);
+        assert_eq!(plan[0].frames, vec![(M, Source::Capture(0))]);
+    }
+
+    #[test]
+    fn size_change_starts_a_new_segment_at_its_capture() {
+        let small = (1281, 721);
+        let plan = plan_minute(M, &[(M + 5_000, HD), (M + 20_000, small), (M + 30_000, small), (M + 40_000, HD)], None, 60_000);
+        let spans: Vec<(i64, i64, usize)> = plan.iter().map(|s| (s.start_ms - M, s.end_ms - M, s.frames.len())).collect();
+        assert_eq!(spans, vec![(0, 20_000, 1), (20_000, 40_000, 2), (40_000, 60_000, 1)]);
+    }
+}

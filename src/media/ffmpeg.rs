@@ -1,0 +1,353 @@
+//! The only file that touches ffmpeg-next: x264 High 4:4:4 into fragmented MP4 in memory, and back.
+#![allow(unsafe_code)]
+
+use std::collections::HashMap;
+use std::io::{Cursor, Write};
+use std::sync::{Arc, Mutex, Once};
+
+use ffmpeg_next as ff;
+use ff::format::context::StreamIo;
+use ff::software::scaling;
+use ff::util::format::Pixel;
+use ff::{codec, color, Dictionary, Rational};
+
+use super::{mp4, MediaError, Picture, Yuv444};
+use crate::ingest::png::RgbImage;
+
+const MS: Rational = Rational(1, 1000);
+
+/// Settings of one x264 encode.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncodeSettings {
+    pub crf: f32,
+    pub preset: String,
+    pub threads: u32,
+    /// Extra libx264 options, `key=value:key=value` (empty for none).
+    pub x264_params: String,
+}
+
+/// One encoded segment, split at the top-level boxes.
+#[derive(Debug, Clone)]
+pub struct EncodedSegment {
+    /// ftyp + moov
+    pub init: Vec<u8>,
+    /// moof + mdat (one fragment per keyframe)
+    pub media: Vec<u8>,
+    /// RFC 6381 codec string, e.g. `avc1.F40028`.
+    pub codec: String,
+}
+
+/// Initialises libav once per process and keeps its logging to errors.
+pub fn init_libav() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        ff::init().expect("libav initialises");
+        ff::util::log::set_level(ff::util::log::Level::Error);
+    });
+}
+
+/// Encodes `frames` (presentation time in unix ms, picture) as one independent fMP4 segment.
+/// Each frame lasts until the next one; the last until `end_ms`. The first frame is an IDR.
+/// The fragment's tfdt is the first frame's time, in a 1/1000 timescale.
+pub fn encode_segment(
+    settings: &EncodeSettings,
+    frames: &[(i64, &Picture)],
+    end_ms: i64,
+    fragment_index: u32,
+) -> Result<EncodedSegment, MediaError> {
+    init_libav();
+    let (width, height) = frames.first().ok_or(MediaError::Empty)?.1.dimensions();
+    if frames.iter().any(|(_, p)| p.dimensions() != (width, height)) {
+        return Err(MediaError::MixedSizes);
+    }
+    let mut durations: HashMap<i64, i64> = HashMap::with_capacity(frames.len());
+    for (i, (pts, _)) in frames.iter().enumerate() {
+        let next = frames.get(i + 1).map_or(end_ms, |(p, _)| *p);
+        durations.insert(*pts, (next - pts).max(1));
+    }
+
+    let codec = ff::encoder::find_by_name("libx264").ok_or(MediaError::NoEncoder)?;
+    let mut enc = codec::context::Context::new_with_codec(codec).encoder().video()?;
+    enc.set_width(width);
+    enc.set_height(height);
+    enc.set_format(Pixel::YUV444P);
+    enc.set_time_base(MS);
+    // A nominal rate is needed or x264 signals level 6.1; the real times are in the pts.
+    enc.set_frame_rate(Some(Rational(1, 10)));
+    enc.set_max_b_frames(0);
+    enc.set_gop(100_000);
+    enc.set_colorspace(color::Space::BT709);
+    enc.set_color_range(color::Range::MPEG);
+    enc.set_color_primaries(color::Primaries::BT709);
+    enc.set_color_transfer_characteristic(color::TransferCharacteristic::BT709);
+    enc.set_flags(codec::Flags::GLOBAL_HEADER);
+    let mut opts = Dictionary::new();
+    opts.set("preset", &settings.preset);
+    opts.set("crf", &format!("{}", settings.crf));
+    opts.set("profile", "high444");
+    opts.set("forced-idr", "1");
+    opts.set("threads", &settings.threads.to_string());
+    if !settings.x264_params.is_empty() {
+        opts.set("x264-params", &settings.x264_params);
+    }
+    let mut encoder = enc.open_with(opts)?;
+
+    let sink = Sink::default();
+    let io = StreamIo::from_write(sink.clone())?;
+    let mut octx = ff::format::output_to_stream(io, None, Some("mp4"))?;
+    {
+        let mut stream = octx.add_stream(codec)?;
+        stream.set_parameters(&encoder);
+        stream.set_time_base(MS);
+    }
+    let mut mux_opts = Dictionary::new();
+    mux_opts.set(
+        "movflags",
+        "+frag_keyframe+empty_moov+delay_moov+default_base_moof+frag_discont+skip_trailer",
+    );
+    mux_opts.set("avoid_negative_ts", "disabled");
+    mux_opts.set("use_editlist", "0");
+    mux_opts.set("video_track_timescale", "1000");
+    mux_opts.set("fragment_index", &fragment_index.max(1).to_string());
+    // A misspelled muxer option would be silently ignored: refuse it instead.
+    let unused: Vec<String> = octx.write_header_with(mux_opts)?.iter().map(|(k, _)| k.to_string()).collect();
+    if !unused.is_empty() {
+        return Err(MediaError::UnusedOptions(unused.join(", ")));
+    }
+    let stream_tb = octx.stream(0).expect("stream 0 was added").time_base();
+
+    let mut scaler: Option<scaling::Context> = None;
+    for (i, (pts, picture)) in frames.iter().enumerate() {
+        let mut frame = to_yuv_frame(picture, &mut scaler)?;
+        frame.set_pts(Some(*pts));
+        if i == 0 {
+            frame.set_kind(ff::picture::Type::I);
+        }
+        encoder.send_frame(&frame)?;
+        drain(&mut encoder, &mut octx, &durations, stream_tb)?;
+    }
+    encoder.send_eof()?;
+    drain(&mut encoder, &mut octx, &durations, stream_tb)?;
+    octx.write_trailer()?;
+    drop(octx);
+
+    let bytes = sink.take();
+    let (init, media) = mp4::split_init(&bytes)?;
+    let codec = mp4::avc_codec_string(init)?;
+    Ok(EncodedSegment { init: init.to_vec(), media: media.to_vec(), codec })
+}
+
+fn drain(
+    encoder: &mut ff::encoder::Video,
+    octx: &mut ff::format::context::Output,
+    durations: &HashMap<i64, i64>,
+    stream_tb: Rational,
+) -> Result<(), MediaError> {
+    let mut packet = ff::Packet::empty();
+    while encoder.receive_packet(&mut packet).is_ok() {
+        // libx264 on FFmpeg 5.1 leaves durations at 0: each frame lasts until the next capture.
+        let pts = packet.pts().unwrap_or(0);
+        packet.set_duration(durations.get(&pts).copied().unwrap_or(1));
+        packet.set_stream(0);
+        packet.rescale_ts(MS, stream_tb);
+        packet.write(octx)?;
+    }
+    Ok(())
+}
+
+/// RGB → Y'CbCr 4:4:4 BT.709 limited range with accurate rounding, or a copy of decoded planes.
+fn to_yuv_frame(picture: &Picture, scaler: &mut Option<scaling::Context>) -> Result<ff::frame::Video, MediaError> {
+    let (w, h) = picture.dimensions();
+    let mut out = ff::frame::Video::new(Pixel::YUV444P, w, h);
+    match picture {
+        Picture::Yuv(yuv) => {
+            for (plane, src) in yuv.planes.iter().enumerate() {
+                copy_rows(src, w as usize, out.stride(plane), out.data_mut(plane), h as usize);
+            }
+        }
+        Picture::Rgb(rgb) => {
+            let mut src = ff::frame::Video::new(Pixel::RGB24, w, h);
+            let stride = src.stride(0);
+            copy_rows(&rgb.data, w as usize * 3, stride, src.data_mut(0), h as usize);
+            if scaler.is_none() {
+                *scaler = Some(colour_scaler(Pixel::RGB24, Pixel::YUV444P, w, h)?);
+            }
+            scaler.as_mut().expect("set above").run(&src, &mut out)?;
+        }
+    }
+    out.set_color_space(color::Space::BT709);
+    out.set_color_range(color::Range::MPEG);
+    out.set_color_primaries(color::Primaries::BT709);
+    out.set_color_transfer_characteristic(color::TransferCharacteristic::BT709);
+    Ok(out)
+}
+
+/// A swscale context for RGB ↔ BT.709 limited-range Y'CbCr at one size, same dimensions both sides.
+fn colour_scaler(from: Pixel, to: Pixel, w: u32, h: u32) -> Result<scaling::Context, MediaError> {
+    // Never FAST_BILINEAR: it alters luma and blurs text. FULL_CHR_H_INP keeps chroma exact.
+    let flags = scaling::Flags::BICUBIC | scaling::Flags::ACCURATE_RND | scaling::Flags::FULL_CHR_H_INP;
+    let mut ctx = scaling::Context::get(from, w, h, to, w, h, flags)?;
+    let rgb_is_source = from == Pixel::RGB24;
+    // SAFETY: `ctx` owns a valid SwsContext for the duration of the call; sws_getCoefficients
+    // returns a pointer to a static table, which sws_setColorspaceDetails only reads.
+    let rc = unsafe {
+        let coeffs = ff::ffi::sws_getCoefficients(ff::ffi::SWS_CS_ITU709);
+        let (src_full, dst_full) = if rgb_is_source { (1, 0) } else { (0, 1) };
+        ff::ffi::sws_setColorspaceDetails(ctx.as_mut_ptr(), coeffs, src_full, coeffs, dst_full, 0, 1 << 16, 1 << 16)
+    };
+    if rc < 0 {
+        return Err(MediaError::Ffmpeg(ff::Error::from(rc)));
+    }
+    Ok(ctx)
+}
+
+fn copy_rows(src: &[u8], row_bytes: usize, dst_stride: usize, dst: &mut [u8], rows: usize) {
+    for y in 0..rows {
+        dst[y * dst_stride..y * dst_stride + row_bytes].copy_from_slice(&src[y * row_bytes..(y + 1) * row_bytes]);
+    }
+}
+
+/// Decodes every frame of a segment (init + media), returning (pts in unix ms, picture).
+pub fn decode_segment(init: &[u8], media: &[u8]) -> Result<Vec<(i64, Yuv444)>, MediaError> {
+    let mut out = Vec::new();
+    decode_each(init, media, |pts, frame| {
+        out.push((pts, frame));
+        true
+    })?;
+    Ok(out)
+}
+
+/// The frame on screen at `t_ms`: the last one whose pts is at or before it.
+pub fn decode_frame_at(init: &[u8], media: &[u8], t_ms: i64) -> Result<Option<(i64, Yuv444)>, MediaError> {
+    let mut best = None;
+    decode_each(init, media, |pts, frame| {
+        if pts <= t_ms {
+            best = Some((pts, frame));
+            true
+        } else {
+            false
+        }
+    })?;
+    Ok(best)
+}
+
+/// Feeds decoded frames to `each` in presentation order until it returns false.
+fn decode_each(init: &[u8], media: &[u8], mut each: impl FnMut(i64, Yuv444) -> bool) -> Result<(), MediaError> {
+    init_libav();
+    let mut data = Vec::with_capacity(init.len() + media.len());
+    data.extend_from_slice(init);
+    data.extend_from_slice(media);
+    let io = StreamIo::from_read_seek(Cursor::new(data))?;
+    let mut ictx = ff::format::input_from_stream(io, Some("segment.mp4"), None)?;
+    let stream = ictx.streams().best(ff::media::Type::Video).ok_or(ff::Error::StreamNotFound)?;
+    let index = stream.index();
+    let tb = stream.time_base();
+    let mut decoder = codec::context::Context::from_parameters(stream.parameters())?.decoder().video()?;
+    let mut scaler = None;
+    let mut frame = ff::frame::Video::empty();
+    let mut go_on = true;
+    let mut receive = |decoder: &mut ff::decoder::Video, go_on: &mut bool| -> Result<(), MediaError> {
+        while *go_on && decoder.receive_frame(&mut frame).is_ok() {
+            let pts = frame.timestamp().or(frame.pts()).unwrap_or(0);
+            let pts_ms = ff::rescale::Rescale::rescale(&pts, tb, MS);
+            let yuv = frame_to_yuv(&frame, &mut scaler)?;
+            *go_on = each(pts_ms, yuv);
+        }
+        Ok(())
+    };
+    for (s, packet) in ictx.packets() {
+        if s.index() != index {
+            continue;
+        }
+        decoder.send_packet(&packet)?;
+        receive(&mut decoder, &mut go_on)?;
+        if !go_on {
+            return Ok(());
+        }
+    }
+    decoder.send_eof()?;
+    receive(&mut decoder, &mut go_on)
+}
+
+fn frame_to_yuv(frame: &ff::frame::Video, scaler: &mut Option<scaling::Context>) -> Result<Yuv444, MediaError> {
+    let (w, h) = (frame.width(), frame.height());
+    let converted;
+    let src = if frame.format() == Pixel::YUV444P {
+        frame
+    } else {
+        // Not produced by us (we only write 4:4:4), but decode whatever is there.
+        if scaler.is_none() {
+            let flags = scaling::Flags::BICUBIC | scaling::Flags::ACCURATE_RND | scaling::Flags::FULL_CHR_H_INP;
+            *scaler = Some(scaling::Context::get(frame.format(), w, h, Pixel::YUV444P, w, h, flags)?);
+        }
+        let mut out = ff::frame::Video::new(Pixel::YUV444P, w, h);
+        scaler.as_mut().expect("set above").run(frame, &mut out)?;
+        converted = out;
+        &converted
+    };
+    let plane = |i: usize| {
+        let stride = src.stride(i);
+        let data = src.data(i);
+        let mut v = Vec::with_capacity((w * h) as usize);
+        for y in 0..h as usize {
+            v.extend_from_slice(&data[y * stride..y * stride + w as usize]);
+        }
+        v
+    };
+    Ok(Yuv444 { width: w, height: h, planes: [plane(0), plane(1), plane(2)] })
+}
+
+/// BT.709 limited-range 4:4:4 → full-range RGB8, as a browser would show it.
+pub fn yuv_to_rgb(yuv: &Yuv444) -> Result<RgbImage, MediaError> {
+    init_libav();
+    let (w, h) = (yuv.width, yuv.height);
+    let mut src = ff::frame::Video::new(Pixel::YUV444P, w, h);
+    for (plane, data) in yuv.planes.iter().enumerate() {
+        let stride = src.stride(plane);
+        copy_rows(data, w as usize, stride, src.data_mut(plane), h as usize);
+    }
+    let mut out = ff::frame::Video::new(Pixel::RGB24, w, h);
+    colour_scaler(Pixel::YUV444P, Pixel::RGB24, w, h)?.run(&src, &mut out)?;
+    let stride = out.stride(0);
+    let mut data = Vec::with_capacity((w * h * 3) as usize);
+    for y in 0..h as usize {
+        data.extend_from_slice(&out.data(0)[y * stride..y * stride + w as usize * 3]);
+    }
+    Ok(RgbImage { width: w, height: h, data })
+}
+
+/// An in-memory, growable output for the muxer.
+#[derive(Clone, Default)]
+struct Sink(Arc<Mutex<Vec<u8>>>);
+
+impl Sink {
+    fn take(&self) -> Vec<u8> {
+        std::mem::take(&mut *self.0.lock().expect("sink lock"))
+    }
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("sink lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colour_round_trip_alone_is_near_lossless() {
+        let rgb = crate::synth::screenshot(64, 48, 0, 0, 1);
+        let mut scaler = None;
+        let frame = to_yuv_frame(&Picture::Rgb(rgb.clone()), &mut scaler).unwrap();
+        let yuv = frame_to_yuv(&frame, &mut None).unwrap();
+        let back = yuv_to_rgb(&yuv).unwrap();
+        let p = crate::media::psnr_rgb(&back, &rgb);
+        assert!(p > 50.0, "{p}");
+    }
+}
