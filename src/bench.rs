@@ -1,0 +1,294 @@
+//! Benchmarks of the real pipeline: storage and quality per codec profile, and upload latency under load.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::app::App;
+use crate::auth;
+use crate::clock::{ManualClock, MINUTE_MS};
+use crate::config::{Config, EncoderConfig};
+use crate::ingest::png::{decode_rgb, encode_rgb};
+use crate::media::{ffmpeg, psnr_rgb};
+use crate::synth::screenshot;
+
+/// One screenshot of a corpus.
+pub struct CorpusFrame {
+    pub capture_ms: i64,
+    pub png: Vec<u8>,
+}
+
+/// Loads `*.png` from `dir` in name order. Capture times come from `manifest.tsv` (`name<TAB>capture_ms`)
+/// when present, else one every 10 s.
+pub fn load_dir(dir: &Path) -> std::io::Result<Vec<CorpusFrame>> {
+    let manifest: BTreeMap<String, i64> = std::fs::read_to_string(dir.join("manifest.tsv"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (name, t) = l.split_once('\t')?;
+            Some((name.to_string(), t.trim().parse().ok()?))
+        })
+        .collect();
+    let mut names: Vec<String> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".png"))
+        .collect();
+    names.sort();
+    let start = 1_764_151_200_000i64;
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            Ok(CorpusFrame {
+                capture_ms: manifest.get(n).copied().unwrap_or(start + i as i64 * 10_000),
+                png: std::fs::read(dir.join(n))?,
+            })
+        })
+        .collect()
+}
+
+/// `n` synthetic screenshots at `width`×`height`, one every 10 s, with idle stretches
+/// (identical frames) and scrolling text.
+pub fn synthetic(width: u32, height: u32, n: usize) -> Vec<CorpusFrame> {
+    let start = 1_764_151_200_000i64;
+    let mut step = 0u64;
+    (0..n)
+        .map(|i| {
+            // Every 6th frame repeats the previous picture (idle); the clock still ticks otherwise.
+            if i % 6 != 5 {
+                step += 1;
+            }
+            let t = start + i as i64 * 10_000;
+            CorpusFrame { capture_ms: t, png: encode_rgb(&screenshot(width, height, start + step as i64 * 10_000, step, 2)) }
+        })
+        .collect()
+}
+
+/// A codec profile to compare.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    pub name: String,
+    pub encoder: EncoderConfig,
+}
+
+/// The figures of one profile on one corpus.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PipelineReport {
+    pub profile: String,
+    pub frames: usize,
+    pub png_bytes: u64,
+    pub stored_bytes: u64,
+    pub ratio: f64,
+    pub psnr_mean_db: f64,
+    pub psnr_min_db: f64,
+    pub worst_capture_ms: i64,
+    pub ingest_cpu_s_per_frame: f64,
+    pub encode_cpu_s_per_frame: f64,
+    pub pipeline_cpu_s_per_frame: f64,
+}
+
+/// CPU seconds this process has used (user + system), from /proc.
+pub fn process_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // fields after the command: state is [0], utime [11], stime [12]; clock ticks are 100/s on Linux.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Peak resident memory of this process in MiB, from /proc.
+pub fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Runs the real pipeline (ingest → PNG decode → colour conversion → encode → mux → index) on
+/// `corpus` with `profile`, then decodes every stored segment and compares each capture with its PNG.
+pub fn run_pipeline(corpus: &[CorpusFrame], profile: &Profile) -> Result<PipelineReport, Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let first = corpus.first().ok_or("empty corpus")?.capture_ms;
+    let last = corpus.last().ok_or("empty corpus")?.capture_ms;
+    let clock = ManualClock::new(first);
+    let mut config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
+    config.encoder = profile.encoder.clone();
+    config.encoder.workers = 1; // one worker: CPU per frame is not blurred by parallel encodes
+    config.retention = Duration::from_secs(7 * 24 * 3600);
+    config.spool_max_frames = usize::MAX;
+    let app = App::open(config, clock.clone())?;
+    let (device, hash) = (auth::new_device_id(), auth::new_token(auth::DEVICE_TOKEN_PREFIX).1);
+    app.index.create_device(&device, "bench", None, &hash, first)?;
+
+    let cpu0 = process_cpu_seconds();
+    for f in corpus {
+        clock.set_ms(f.capture_ms);
+        app.ingest.accept(&device, f.capture_ms, &f.png)?;
+    }
+    let cpu1 = process_cpu_seconds();
+    clock.set_ms(last + 2 * MINUTE_MS);
+    app.run_due_now();
+    let cpu2 = process_cpu_seconds();
+
+    let segments = app.index.all_segments()?;
+    let stored_bytes: u64 = segments.iter().map(|s| s.bytes as u64).sum::<u64>()
+        + app.index.all_inits()?.iter().map(|i| i.bytes as u64).sum::<u64>();
+    let originals: BTreeMap<i64, &CorpusFrame> = corpus.iter().map(|f| (f.capture_ms, f)).collect();
+    let (mut sum, mut n, mut min, mut worst) = (0.0, 0usize, f64::INFINITY, 0i64);
+    for seg in &segments {
+        let init = std::fs::read(app.layout.resolve(&app.index.init(seg.init_id)?.ok_or("init")?.file))?;
+        let media = std::fs::read(app.layout.resolve(&seg.file))?;
+        for (pts, yuv) in ffmpeg::decode_segment(&init, &media)? {
+            if let Some(orig) = originals.get(&pts) {
+                let p = psnr_rgb(&ffmpeg::yuv_to_rgb(&yuv)?, &decode_rgb(&orig.png, 16384)?).min(99.0);
+                sum += p;
+                n += 1;
+                if p < min {
+                    min = p;
+                    worst = pts;
+                }
+            }
+        }
+    }
+    app.shutdown();
+    let png_bytes: u64 = corpus.iter().map(|f| f.png.len() as u64).sum();
+    let frames = corpus.len();
+    Ok(PipelineReport {
+        profile: profile.name.clone(),
+        frames,
+        png_bytes,
+        stored_bytes,
+        ratio: png_bytes as f64 / stored_bytes.max(1) as f64,
+        psnr_mean_db: sum / n.max(1) as f64,
+        psnr_min_db: min,
+        worst_capture_ms: worst,
+        ingest_cpu_s_per_frame: (cpu1 - cpu0) / frames as f64,
+        encode_cpu_s_per_frame: (cpu2 - cpu1) / frames as f64,
+        pipeline_cpu_s_per_frame: (cpu2 - cpu0) / frames as f64,
+    })
+}
+
+/// Figures of the upload load test.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LoadReport {
+    pub devices: usize,
+    pub uploads: usize,
+    pub errors: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub peak_rss_mib: f64,
+    pub wall_s: f64,
+}
+
+/// `devices` simulated agents upload `rounds` screenshots each over loopback HTTP, paced so that
+/// all devices together send `rate_per_s` uploads a second (200 devices at one per 10 s = 20/s).
+/// The server encodes concurrently with the real clock.
+pub fn run_load(devices: usize, rounds: usize, rate_per_s: f64, corpus: &[CorpusFrame]) -> Result<LoadReport, Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let mut config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
+    config.segment_grace = Duration::from_secs(0);
+    let app = App::open(config, Arc::new(crate::clock::SystemClock))?;
+    let now = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
+    let mut tokens = Vec::new();
+    for i in 0..devices {
+        let (token, hash) = auth::new_token(auth::DEVICE_TOKEN_PREFIX);
+        app.index.create_device(&auth::new_device_id(), &format!("dev{i}"), None, &hash, now)?;
+        tokens.push(token);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let addr = listener.local_addr()?;
+    let server = rt.spawn(crate::app::serve(app.clone(), listener, async {
+        let _ = rx.await;
+    }));
+    let pngs: Vec<Vec<u8>> = corpus.iter().map(|f| f.png.clone()).collect();
+    let started = Instant::now();
+    let latencies = rt.block_on(async move {
+        let mut handles = Vec::new();
+        let interval = Duration::from_secs_f64(devices as f64 / rate_per_s);
+        for (d, token) in tokens.into_iter().enumerate() {
+            let pngs = pngs.clone();
+            handles.push(tokio::spawn(async move {
+                let offset = interval.mul_f64(d as f64 / devices as f64);
+                tokio::time::sleep(offset).await;
+                let mut out = Vec::new();
+                let mut stream = tokio::net::TcpStream::connect(addr).await.ok();
+                for r in 0..rounds {
+                    let png = &pngs[(d * 7 + r) % pngs.len()];
+                    let capture = now - 30 * MINUTE_MS + (r as i64) * 10_000 + d as i64;
+                    let t0 = Instant::now();
+                    let ok = match stream.as_mut() {
+                        Some(s) => post(s, addr, &token, capture, png).await,
+                        None => false,
+                    };
+                    out.push((t0.elapsed().as_secs_f64() * 1000.0, ok));
+                    if !ok {
+                        stream = tokio::net::TcpStream::connect(addr).await.ok();
+                    }
+                    tokio::time::sleep(interval.saturating_sub(t0.elapsed())).await;
+                }
+                out
+            }));
+        }
+        let mut all = Vec::new();
+        for h in handles {
+            all.extend(h.await.unwrap_or_default());
+        }
+        all
+    });
+    let wall_s = started.elapsed().as_secs_f64();
+    let _ = tx.send(());
+    let _ = rt.block_on(server);
+    let errors = latencies.iter().filter(|(_, ok)| !ok).count();
+    let mut ms: Vec<f64> = latencies.iter().map(|(m, _)| *m).collect();
+    ms.sort_by(f64::total_cmp);
+    let pct = |p: f64| ms.get(((ms.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(0.0);
+    Ok(LoadReport {
+        devices,
+        uploads: ms.len(),
+        errors,
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+        max_ms: ms.last().copied().unwrap_or(0.0),
+        peak_rss_mib: peak_rss_mib(),
+        wall_s,
+    })
+}
+
+/// One HTTP/1.1 upload on a kept-alive connection; true on a 2xx.
+async fn post(stream: &mut tokio::net::TcpStream, addr: std::net::SocketAddr, token: &str, capture_ms: i64, png: &[u8]) -> bool {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let head = format!(
+        "POST /api/v1/frames HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: image/png\r\nX-Capture-Time: {capture_ms}\r\nContent-Length: {}\r\n\r\n",
+        png.len()
+    );
+    if stream.write_all(head.as_bytes()).await.is_err() || stream.write_all(png).await.is_err() {
+        return false;
+    }
+    let mut reader = BufReader::new(stream);
+    let mut status = String::new();
+    if reader.read_line(&mut status).await.is_err() {
+        return false;
+    }
+    let mut len = 0usize;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).await.is_err() || line == "\r\n" || line.is_empty() {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0; len];
+    if reader.read_exact(&mut body).await.is_err() {
+        return false;
+    }
+    status.split_whitespace().nth(1).is_some_and(|c| c.starts_with('2'))
+}

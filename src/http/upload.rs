@@ -1,0 +1,83 @@
+//! POST /api/v1/frames: authenticate the device, bound and read the body, hand it to ingest.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::Json;
+use http_body_util::BodyExt;
+
+use super::{blocking, ApiError, Device};
+use crate::app::App;
+use crate::clock::parse_time_ms;
+use crate::ingest::Accepted;
+use crate::metrics::Metrics;
+
+#[derive(serde::Serialize)]
+pub struct UploadResponse {
+    device: String,
+    capture_ms: i64,
+}
+
+pub async fn upload(
+    State(app): State<Arc<App>>,
+    device: Result<Device, ApiError>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<UploadResponse>), ApiError> {
+    let result = accept(&app, device, &headers, body).await;
+    let counter = match &result {
+        Ok((StatusCode::CREATED, _)) => &app.metrics.uploads_stored,
+        Ok(_) => &app.metrics.uploads_duplicate,
+        Err(_) => &app.metrics.uploads_rejected,
+    };
+    Metrics::add(counter, 1);
+    result
+}
+
+async fn accept(
+    app: &Arc<App>,
+    device: Result<Device, ApiError>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<UploadResponse>), ApiError> {
+    let Device(device_id) = device?;
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let mime = content_type.split(';').next().unwrap_or("").trim();
+    if !mime.eq_ignore_ascii_case("image/png") {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let capture_ms = match headers.get("x-capture-time") {
+        None => app.clock.now_ms(),
+        Some(v) => v.to_str().ok().and_then(parse_time_ms).ok_or_else(|| {
+            ApiError::BadRequest(
+                "bad_capture_time",
+                "X-Capture-Time must be unix milliseconds or an RFC 3339 time such as 2026-11-26T10:00:07.250Z".into(),
+            )
+        })?,
+    };
+    let max = app.config.max_body_bytes;
+    let too_large = || ApiError::TooLarge("body_too_large", format!("the body is larger than {max} bytes"));
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    let bytes = match http_body_util::Limited::new(body, max).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => return Err(too_large()),
+        Err(e) => return Err(ApiError::BadRequest("bad_body", format!("the body could not be read: {e}"))),
+    };
+    let ingest = app.ingest.clone();
+    let dev = device_id.clone();
+    let accepted = blocking(move || Ok(ingest.accept(&dev, capture_ms, &bytes)?)).await?;
+    let status = match accepted {
+        Accepted::Stored => {
+            // A late frame for a minute that is already due gets encoded without waiting for a tick.
+            app.scheduler.wake();
+            StatusCode::CREATED
+        }
+        Accepted::Duplicate => StatusCode::OK,
+    };
+    Ok((status, Json(UploadResponse { device: device_id, capture_ms })))
+}

@@ -1,0 +1,296 @@
+//! Viewing endpoints: device list, playlists, timeline, segments, exact frames, MP4 export.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use super::{blocking, files, ApiError, Viewer};
+use crate::app::App;
+use crate::clock::{parse_time_ms, MINUTE_MS};
+use crate::hls::{self, Entry};
+use crate::index::{DeviceInfo, Segment};
+use crate::ingest::png::encode_rgb;
+use crate::media::{ffmpeg, mp4};
+
+/// Longest range one export may cover.
+const MAX_EXPORT_MS: i64 = 6 * 3_600_000;
+
+pub async fn metrics(State(app): State<Arc<App>>, _viewer: Viewer) -> Response {
+    let text = app.metrics.render(app.pending.frame_count());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+pub async fn devices(State(app): State<Arc<App>>, Viewer(user): Viewer) -> Result<Json<Vec<DeviceInfo>>, ApiError> {
+    let index = app.index.clone();
+    Ok(Json(blocking(move || Ok(index.devices_visible_to(&user)?)).await?))
+}
+
+/// 404 unless `user` may see `device_id` (an unknown device and a foreign one look the same).
+async fn visible(app: &Arc<App>, user: crate::index::User, device_id: &str) -> Result<(), ApiError> {
+    let index = app.index.clone();
+    let id = device_id.to_string();
+    if blocking(move || Ok(index.can_view(&user, &id)?)).await? {
+        Ok(())
+    } else {
+        Err(ApiError::NotFound)
+    }
+}
+
+/// The device's segments in the retention window, oldest first.
+async fn window_segments(app: &Arc<App>, device_id: &str) -> Result<Vec<Segment>, ApiError> {
+    let now = app.clock.now_ms();
+    let from = now - app.config.retention.as_millis() as i64;
+    let (index, id) = (app.index.clone(), device_id.to_string());
+    blocking(move || Ok(index.segments_between(&id, from, i64::MAX)?)).await
+}
+
+fn playlist_response(text: String) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "application/vnd.apple.mpegurl"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        text,
+    )
+        .into_response()
+}
+
+pub async fn multivariant(State(app): State<Arc<App>>, Viewer(user): Viewer, Path(id): Path<String>) -> Result<Response, ApiError> {
+    visible(&app, user, &id).await?;
+    let segments = window_segments(&app, &id).await?;
+    let latest = segments.last();
+    // CODECS names the highest level in the window, so the browser checks what it will really get.
+    let codec = segments.iter().map(|s| s.codec.as_str()).max().unwrap_or("avc1.F40028");
+    let (width, height) = latest.map_or((1920, 1080), |s| (s.width, s.height));
+    let bandwidth = segments
+        .iter()
+        .map(|s| (s.bytes as u64 * 8 * 1000) / (s.end_ms - s.start_ms).max(1) as u64)
+        .max()
+        .unwrap_or(100_000)
+        .max(1_000);
+    Ok(playlist_response(hls::multivariant_playlist(codec, width, height, bandwidth, "media.m3u8")))
+}
+
+pub async fn media_playlist(State(app): State<Arc<App>>, Viewer(user): Viewer, Path(id): Path<String>) -> Result<Response, ApiError> {
+    visible(&app, user, &id).await?;
+    let entries = entries(&window_segments(&app, &id).await?);
+    Ok(playlist_response(hls::media_playlist(&entries)))
+}
+
+fn entries(segments: &[Segment]) -> Vec<Entry> {
+    hls::with_gaps(
+        segments
+            .iter()
+            .map(|s| Entry::Segment {
+                start_ms: s.start_ms,
+                end_ms: s.end_ms,
+                uri: format!("segments/{}.m4s", s.id),
+                init_uri: format!("init/{}.mp4", s.init_id),
+            })
+            .collect(),
+    )
+}
+
+#[derive(serde::Serialize)]
+pub struct Span {
+    start_ms: i64,
+    end_ms: i64,
+}
+
+#[derive(serde::Serialize)]
+pub struct Timeline {
+    device: String,
+    from_ms: i64,
+    to_ms: i64,
+    /// Media time 0 of the playlist (its first entry's start), for mapping player time to wall clock.
+    media_start_ms: Option<i64>,
+    /// End of the last encoded minute: the live edge.
+    live_edge_ms: Option<i64>,
+    /// Every encoded capture time in the range, oldest first.
+    captures: Vec<i64>,
+    /// Stretches with footage.
+    recorded: Vec<Span>,
+    /// Stretches inside the range without footage (device offline).
+    gaps: Vec<Span>,
+    /// Frames received but not yet encoded (they appear within about a minute).
+    pending_frames: usize,
+}
+
+fn time_param(q: &HashMap<String, String>, key: &str) -> Result<Option<i64>, ApiError> {
+    match q.get(key) {
+        None => Ok(None),
+        Some(v) => parse_time_ms(v)
+            .map(Some)
+            .ok_or_else(|| ApiError::BadRequest("bad_time", format!("`{key}` must be unix milliseconds or RFC 3339"))),
+    }
+}
+
+pub async fn timeline(
+    State(app): State<Arc<App>>,
+    Viewer(user): Viewer,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Timeline>, ApiError> {
+    visible(&app, user, &id).await?;
+    let now = app.clock.now_ms();
+    let window_start = now - app.config.retention.as_millis() as i64;
+    let from = time_param(&q, "from")?.unwrap_or(window_start).max(window_start);
+    let to = time_param(&q, "to")?.unwrap_or(now + MINUTE_MS);
+    if to < from {
+        return Err(ApiError::BadRequest("bad_range", "`to` is before `from`".into()));
+    }
+    let segments = window_segments(&app, &id).await?;
+    let (index, dev) = (app.index.clone(), id.clone());
+    let captures = blocking(move || Ok(index.frames_between(&dev, from, to)?)).await?;
+    let mut recorded: Vec<Span> = Vec::new();
+    for s in segments.iter().filter(|s| s.end_ms > from && s.start_ms < to) {
+        match recorded.last_mut() {
+            Some(last) if last.end_ms == s.start_ms => last.end_ms = s.end_ms,
+            _ => recorded.push(Span { start_ms: s.start_ms, end_ms: s.end_ms }),
+        }
+    }
+    let gaps = recorded.windows(2).map(|w| Span { start_ms: w[0].end_ms, end_ms: w[1].start_ms }).collect();
+    Ok(Json(Timeline {
+        device: id,
+        from_ms: from,
+        to_ms: to,
+        media_start_ms: segments.first().map(|s| s.start_ms),
+        live_edge_ms: segments.last().map(|s| s.end_ms),
+        captures: captures.iter().map(|f| f.capture_ms).collect(),
+        recorded,
+        gaps,
+        pending_frames: app.pending.frame_count(),
+    }))
+}
+
+/// `"{n}.{ext}"` → n
+fn numbered(file: &str, ext: &str) -> Result<i64, ApiError> {
+    file.strip_suffix(ext).and_then(|n| n.parse().ok()).ok_or(ApiError::NotFound)
+}
+
+pub async fn segment(
+    State(app): State<Arc<App>>,
+    Viewer(user): Viewer,
+    Path((id, file)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    visible(&app, user, &id).await?;
+    let seg_id = numbered(&file, ".m4s")?;
+    let app2 = app.clone();
+    let bytes = blocking(move || {
+        let seg = app2.index.segment(seg_id)?.filter(|s| s.device_id == id).ok_or(ApiError::NotFound)?;
+        read_stored(&app2, &seg.file)
+    })
+    .await?;
+    files::immutable(bytes, "video/iso.segment", &headers)
+}
+
+pub async fn init(
+    State(app): State<Arc<App>>,
+    Viewer(user): Viewer,
+    Path((id, file)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    visible(&app, user, &id).await?;
+    let init_id = numbered(&file, ".mp4")?;
+    let app2 = app.clone();
+    let bytes = blocking(move || {
+        // Only an init that one of this device's segments uses.
+        let used = app2.index.segments_between(&id, i64::MIN, i64::MAX)?.iter().any(|s| s.init_id == init_id);
+        let init = app2.index.init(init_id)?.filter(|_| used).ok_or(ApiError::NotFound)?;
+        read_stored(&app2, &init.file)
+    })
+    .await?;
+    files::immutable(bytes, "video/mp4", &headers)
+}
+
+/// Gap entries are never meant to be fetched.
+pub async fn gap(Viewer(_): Viewer) -> ApiError {
+    ApiError::NotFound
+}
+
+/// Reads a stored file; one removed by retention in the meantime is a clean 404.
+fn read_stored(app: &App, rel: &str) -> Result<Vec<u8>, ApiError> {
+    std::fs::read(app.layout.resolve(rel)).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => ApiError::NotFound,
+        _ => ApiError::internal(e),
+    })
+}
+
+fn segment_files(app: &App, seg: &Segment) -> Result<(Vec<u8>, Vec<u8>), ApiError> {
+    let init = app.index.init(seg.init_id)?.ok_or(ApiError::NotFound)?;
+    Ok((read_stored(app, &init.file)?, read_stored(app, &seg.file)?))
+}
+
+pub async fn frame_png(
+    State(app): State<Arc<App>>,
+    Viewer(user): Viewer,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    visible(&app, user, &id).await?;
+    let t = time_param(&q, "t")?.ok_or_else(|| ApiError::BadRequest("bad_time", "`t` is required".into()))?;
+    let app2 = app.clone();
+    let (pts, png) = blocking(move || {
+        let seg = app2.index.segments_between(&id, t, t + 1)?.into_iter().next().ok_or(ApiError::NotFound)?;
+        let (init, media) = segment_files(&app2, &seg)?;
+        let (pts, yuv) = ffmpeg::decode_frame_at(&init, &media, t).map_err(ApiError::internal)?.ok_or(ApiError::NotFound)?;
+        let rgb = ffmpeg::yuv_to_rgb(&yuv).map_err(ApiError::internal)?;
+        Ok((pts, encode_rgb(&rgb)))
+    })
+    .await?;
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=60"));
+    headers.insert("x-frame-time", HeaderValue::from(pts));
+    Ok((StatusCode::OK, headers, png).into_response())
+}
+
+pub async fn export_mp4(
+    State(app): State<Arc<App>>,
+    Viewer(user): Viewer,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    visible(&app, user, &id).await?;
+    let required = |k: &str| -> Result<i64, ApiError> {
+        time_param(&q, k)?.ok_or_else(|| ApiError::BadRequest("bad_time", format!("`{k}` is required")))
+    };
+    let (from, to) = (required("from")?, required("to")?);
+    if to <= from {
+        return Err(ApiError::BadRequest("bad_range", "`to` must be after `from`".into()));
+    }
+    if to - from > MAX_EXPORT_MS {
+        return Err(ApiError::Unprocessable("range_too_long", "an export covers at most 6 hours".into()));
+    }
+    let app2 = app.clone();
+    let dev = id.clone();
+    // Everything is read before the first byte is sent: retention running meanwhile can only
+    // make this a clean 404, never a truncated 200.
+    let (body, first_ms) = blocking(move || {
+        let segments = app2.index.segments_between(&dev, from, to)?;
+        let first = segments.first().ok_or(ApiError::NotFound)?.clone();
+        let (init, _) = segment_files(&app2, &first)?;
+        let mut out = init;
+        // One file holds one init: the export stops at a resolution change.
+        for seg in segments.iter().take_while(|s| s.init_id == first.init_id) {
+            let mut media = read_stored(&app2, &seg.file)?;
+            mp4::shift_tfdt(&mut media, first.start_ms as u64).map_err(ApiError::internal)?;
+            out.extend_from_slice(&media);
+        }
+        Ok((out, first.start_ms))
+    })
+    .await?;
+    let disposition = format!("attachment; filename=\"screentape-{id}-{first_ms}.mp4\"");
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp4"));
+    headers.insert(header::CONTENT_DISPOSITION, HeaderValue::from_str(&disposition).map_err(ApiError::internal)?);
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
+    headers.insert("x-export-start", HeaderValue::from(first_ms));
+    Ok((StatusCode::OK, headers, Body::from(body)).into_response())
+}
