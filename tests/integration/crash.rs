@@ -1,0 +1,131 @@
+//! kill -9 under load, again and again: every acknowledged frame ends up in a segment.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use screentape::app::App;
+use screentape::clock::{Clock, ManualClock, SystemClock};
+use screentape::config::Config;
+use screentape::ingest::png::encode_rgb;
+use screentape::media::{ffmpeg, psnr_rgb};
+use screentape::synth::screenshot;
+use sha2::{Digest, Sha256};
+
+const BIN: &str = env!("CARGO_BIN_EXE_screentape");
+
+fn start(data_dir: &std::path::Path) -> (Child, String) {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .env("SCREENTAPE_SEGMENT_GRACE", "0s")
+        .env("SCREENTAPE_ENCODE_WORKERS", "2")
+        .env("RUST_LOG", "screentape=warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the server");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("read the listen line");
+    let url = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected first line {line:?}")).to_string();
+    (child, url)
+}
+
+#[test]
+fn kill_9_under_load_loses_no_acknowledged_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let out = Command::new(BIN).args(["device", "add", "crashy", "--json", "--data-dir"]).arg(&data_dir).output().unwrap();
+    assert!(out.status.success());
+    let dev: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (device, token) = (dev["device"].as_str().unwrap().to_string(), dev["token"].as_str().unwrap().to_string());
+
+    // Captures start 20 minutes ago, four a second, so each trial's minutes are due at once and get
+    // encoded (and re-encoded, for frames arriving late) while uploads go on.
+    let base = SystemClock.now_ms() / 60_000 * 60_000 - 20 * 60_000;
+    let acked: Arc<Mutex<BTreeMap<i64, Vec<u8>>>> = Arc::default();
+    let next = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let mut rng = rand::thread_rng();
+    let trials = 8;
+    for trial in 0..trials {
+        let (mut child, url) = start(&data_dir);
+        let deadline = Instant::now() + Duration::from_millis(rng.gen_range(300..2_500));
+        let uploaders: Vec<_> = (0..4)
+            .map(|_| {
+                let (url, token, acked, next) = (url.clone(), token.clone(), acked.clone(), next.clone());
+                std::thread::spawn(move || {
+                    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+                    while Instant::now() < deadline {
+                        let k = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let t = base + k * 250;
+                        let png = encode_rgb(&screenshot(240, 136, t, k as u64, 5));
+                        let r = client
+                            .post(format!("{url}/api/v1/frames"))
+                            .bearer_auth(&token)
+                            .header("content-type", "image/png")
+                            .header("x-capture-time", t.to_string())
+                            .body(png.clone())
+                            .send();
+                        match r {
+                            Ok(r) if r.status().is_success() => {
+                                acked.lock().unwrap().insert(t, png);
+                            }
+                            Ok(r) => panic!("unexpected status {}", r.status()),
+                            Err(_) => break, // the server died under us: not acknowledged
+                        }
+                    }
+                })
+            })
+            .collect();
+        while Instant::now() < deadline {
+            std::thread::yield_now();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        child.kill().expect("kill -9");
+        child.wait().unwrap();
+        for u in uploaders {
+            u.join().unwrap();
+        }
+        eprintln!("trial {trial}: {} acknowledged so far", acked.lock().unwrap().len());
+    }
+
+    // Restart on the same data dir with a clock past every minute, and encode what is due.
+    let mut config = Config { data_dir: data_dir.clone(), ..Config::default() };
+    config.encoder.workers = 2;
+    let app = App::open(config, ManualClock::new(SystemClock.now_ms() + 5 * 60_000)).unwrap();
+    app.run_due_now();
+    let acked = acked.lock().unwrap();
+    assert!(acked.len() >= 40, "the load produced too few frames to mean anything: {}", acked.len());
+    let stored = app.index.frames_between(&device, 0, i64::MAX).unwrap();
+    let stored: BTreeMap<i64, [u8; 32]> = stored.iter().map(|f| (f.capture_ms, f.sha256)).collect();
+    let mut lost = Vec::new();
+    for (t, png) in acked.iter() {
+        let want: [u8; 32] = Sha256::digest(png).into();
+        if stored.get(t) != Some(&want) {
+            lost.push(*t);
+        }
+    }
+    assert!(lost.is_empty(), "{} of {} acknowledged frames lost: {:?}", lost.len(), acked.len(), &lost[..lost.len().min(10)]);
+    // And they decode to their originals.
+    let mut scores: Vec<(f64, i64)> = Vec::new();
+    for seg in app.index.all_segments().unwrap() {
+        let init = std::fs::read(app.layout.resolve(&app.index.init(seg.init_id).unwrap().unwrap().file)).unwrap();
+        let media = std::fs::read(app.layout.resolve(&seg.file)).unwrap();
+        for (pts, yuv) in ffmpeg::decode_segment(&init, &media).unwrap() {
+            if let Some(png) = acked.get(&pts) {
+                let original = screentape::ingest::png::decode_rgb(png, 8192).unwrap();
+                scores.push((psnr_rgb(&ffmpeg::yuv_to_rgb(&yuv).unwrap(), &original), pts - base));
+            }
+        }
+    }
+    scores.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let worst = scores.first().map_or(f64::INFINITY, |s| s.0);
+    assert!(worst >= 45.0, "worst decoded frames (dB, ms after the first capture): {:.2?}", &scores[..scores.len().min(5)]);
+    let report = screentape::check::check(&app.layout, &app.index, false).unwrap();
+    assert!(report.is_consistent(), "{report:?}");
+    eprintln!("{trials} kill -9 trials, {} frames acknowledged, 0 lost, worst PSNR {worst:.2} dB", acked.len());
+    app.shutdown();
+}

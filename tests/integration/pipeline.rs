@@ -1,0 +1,288 @@
+//! Upload → segment → playlist → decode, checked pixel by pixel and millisecond by millisecond.
+
+use std::collections::BTreeMap;
+
+use m3u8_rs::{MediaPlaylist, Playlist};
+use screentape::ingest::png::RgbImage;
+use screentape::media::{ffmpeg, mp4, psnr_rgb};
+
+use crate::support::{shot, Server, Viewer, T0};
+
+const MIN: i64 = 60_000;
+
+/// A media segment as the browser would see it: its playlist position and decoded frames.
+#[derive(Debug)]
+struct Fetched {
+    uri: String,
+    extinf_ms: i64,
+    pdt_ms: Option<i64>,
+    gap: bool,
+    discontinuity: bool,
+    tfdt: u64,
+    frames: Vec<(i64, RgbImage)>,
+}
+
+fn media_playlist(s: &Server, v: &Viewer, device: &str) -> (MediaPlaylist, String) {
+    let base = format!("/api/v1/devices/{device}/");
+    let master = s.get(&v.token, &format!("{base}playlist.m3u8")).send().unwrap();
+    assert_eq!(master.status(), 200);
+    assert_eq!(master.headers()["cache-control"], "no-store");
+    let master = master.bytes().unwrap();
+    let Ok(Playlist::MasterPlaylist(mp)) = m3u8_rs::parse_playlist_res(&master) else { panic!("not a multivariant playlist") };
+    let variant = &mp.variants[0];
+    assert!(variant.codecs.as_deref().unwrap().starts_with("avc1.F4"), "High 4:4:4 codec string");
+    let text = s.get(&v.token, &format!("{base}{}", variant.uri)).send().unwrap().text().unwrap();
+    let Ok(Playlist::MediaPlaylist(pl)) = m3u8_rs::parse_playlist_res(text.as_bytes()) else { panic!("bad media playlist:\n{text}") };
+    (pl, text)
+}
+
+/// Fetches every segment of the device's playlist over HTTP and decodes it.
+fn fetch_all(s: &Server, v: &Viewer, device: &str) -> Vec<Fetched> {
+    let base = format!("/api/v1/devices/{device}/");
+    let (pl, _) = media_playlist(s, v, device);
+    let mut init_uri = String::new();
+    let mut out = Vec::new();
+    for seg in &pl.segments {
+        if let Some(map) = &seg.map {
+            init_uri = map.uri.clone();
+        }
+        let gap = seg.unknown_tags.iter().any(|t| t.tag == "X-GAP");
+        let pdt_ms = seg.program_date_time.map(|d| d.timestamp_millis());
+        let extinf_ms = (seg.duration as f64 * 1000.0).round() as i64;
+        if gap {
+            out.push(Fetched { uri: seg.uri.clone(), extinf_ms, pdt_ms, gap, discontinuity: seg.discontinuity, tfdt: 0, frames: vec![] });
+            continue;
+        }
+        let init = s.get(&v.token, &format!("{base}{init_uri}")).send().unwrap();
+        assert_eq!(init.status(), 200, "init {init_uri}");
+        let init = init.bytes().unwrap().to_vec();
+        let media = s.get(&v.token, &format!("{base}{}", seg.uri)).send().unwrap();
+        assert_eq!(media.status(), 200);
+        assert!(media.headers()["cache-control"].to_str().unwrap().contains("immutable"));
+        let media = media.bytes().unwrap().to_vec();
+        let frames = ffmpeg::decode_segment(&init, &media)
+            .unwrap()
+            .into_iter()
+            .map(|(pts, yuv)| (pts, ffmpeg::yuv_to_rgb(&yuv).unwrap()))
+            .collect();
+        out.push(Fetched {
+            uri: seg.uri.clone(),
+            extinf_ms,
+            pdt_ms,
+            gap,
+            discontinuity: seg.discontinuity,
+            tfdt: mp4::first_tfdt(&media).unwrap(),
+            frames,
+        });
+    }
+    out
+}
+
+/// The frame on screen at `t`: the last decoded frame at or before it.
+fn frame_at(segments: &[Fetched], t: i64) -> Option<(i64, &RgbImage)> {
+    segments.iter().flat_map(|s| s.frames.iter()).filter(|(pts, _)| *pts <= t).last().map(|(p, i)| (*p, i))
+}
+
+fn assert_all_captures_match(segments: &[Fetched], originals: &BTreeMap<i64, RgbImage>) {
+    let psnr: Vec<(i64, f64)> = originals
+        .iter()
+        .map(|(capture_ms, original)| {
+            let (_, shown) = frame_at(segments, *capture_ms).unwrap_or_else(|| panic!("nothing on screen at {capture_ms}"));
+            (*capture_ms - T0, psnr_rgb(shown, original))
+        })
+        .collect();
+    assert!(psnr.iter().all(|(_, p)| *p >= 45.0), "every capture must be ≥ 45 dB; (ms after T0, dB): {psnr:.2?}");
+}
+
+#[test]
+fn captures_become_exact_frames_on_an_absolute_timeline() {
+    let s = Server::start();
+    let v = s.add_user("ann", false);
+    let (device, token) = s.add_device("laptop", Some("ann"));
+    // Minute 0: captures at :00.000, :10.250 …; minute 1 starts at :07 so it opens with a carry;
+    // minute 2 is empty (a gap); minute 3 has captures again. Odd dimensions throughout.
+    let times: Vec<i64> = vec![
+        T0, T0 + 10_250, T0 + 20_000, T0 + 35_500, T0 + 52_999,
+        T0 + MIN + 7_000, T0 + MIN + 17_000, T0 + MIN + 59_999,
+        T0 + 3 * MIN + 1, T0 + 3 * MIN + 30_000,
+    ];
+    s.clock.set_ms(T0 + 4 * MIN);
+    let mut originals = BTreeMap::new();
+    for (i, t) in times.iter().enumerate() {
+        let (png, img) = shot(641, 361, *t, i as u64);
+        let r = s.upload(&token, *t, &png);
+        assert_eq!(r.status(), 201, "{}", r.text().unwrap());
+        originals.insert(*t, img);
+    }
+    s.advance_and_encode(T0 + 4 * MIN + 15_000);
+
+    let segments = fetch_all(&s, &v, &device);
+    let summary: Vec<(bool, i64)> = segments.iter().map(|f| (f.gap, f.extinf_ms)).collect();
+    assert_eq!(summary, vec![(false, MIN), (false, MIN), (true, MIN), (false, MIN)], "three minutes and one gap");
+    for (n, f) in segments.iter().enumerate() {
+        assert_eq!(f.pdt_ms, Some(T0 + n as i64 * MIN), "PROGRAM-DATE-TIME of entry {n}");
+        if !f.gap {
+            assert_eq!(f.tfdt, (T0 + n as i64 * MIN) as u64, "tfdt is the minute's start in ms");
+            assert_eq!(f.frames[0].0, T0 + n as i64 * MIN, "every segment starts on its minute");
+        }
+    }
+    // Presentation times are the capture times, to the millisecond.
+    let pts: Vec<Vec<i64>> = segments.iter().filter(|f| !f.gap).map(|f| f.frames.iter().map(|x| x.0).collect()).collect();
+    assert_eq!(pts[0], times[..5].to_vec());
+    assert_eq!(pts[1], vec![T0 + MIN, T0 + MIN + 7_000, T0 + MIN + 17_000, T0 + MIN + 59_999], "carry at :00");
+    // The carry frame repeats the previous minute's last capture, and a capture after a gap longer
+    // than carry_max_age is shown from its minute's start instead.
+    assert!(psnr_rgb(&segments[1].frames[0].1, &originals[&(T0 + 52_999)]) >= 45.0);
+    assert_eq!(pts[2], vec![T0 + 3 * MIN, T0 + 3 * MIN + 30_000]);
+    assert_all_captures_match(&segments, &originals);
+
+    // The timeline lists every capture and the gap.
+    let tl: serde_json::Value = s.get(&v.token, &format!("/api/v1/devices/{device}/timeline")).send().unwrap().json().unwrap();
+    let captures: Vec<i64> = tl["captures"].as_array().unwrap().iter().map(|c| c.as_i64().unwrap()).collect();
+    assert_eq!(captures, times);
+    assert_eq!(tl["gaps"], serde_json::json!([{ "start_ms": T0 + 2 * MIN, "end_ms": T0 + 3 * MIN }]));
+    assert_eq!(tl["media_start_ms"], T0);
+
+    // frame.png is the exact frame on screen at t.
+    let r = s.get(&v.token, &format!("/api/v1/devices/{device}/frame.png?t={}", T0 + 15_000)).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-frame-time"], (T0 + 10_250).to_string());
+    let png = screentape::ingest::png::decode_rgb(&r.bytes().unwrap(), 8192).unwrap();
+    assert!(psnr_rgb(&png, &originals[&(T0 + 10_250)]) >= 45.0);
+    let r = s.get(&v.token, &format!("/api/v1/devices/{device}/frame.png?t={}", T0 + 2 * MIN + 5)).send().unwrap();
+    assert_eq!(r.status(), 404, "no frame inside a gap");
+
+    // Export: one MP4 with times starting at 0, every frame kept.
+    let r = s
+        .get(&v.token, &format!("/api/v1/devices/{device}/export.mp4?from={}&to={}", T0 + 30_000, T0 + 2 * MIN))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let file = r.bytes().unwrap().to_vec();
+    let (init, media) = mp4::split_init(&file).unwrap();
+    let frames = ffmpeg::decode_segment(init, media).unwrap();
+    let export_pts: Vec<i64> = frames.iter().map(|f| f.0).collect();
+    assert_eq!(export_pts, vec![0, 10_250, 20_000, 35_500, 52_999, 60_000, 67_000, 77_000, 119_999]);
+}
+
+#[test]
+fn a_late_frame_re_encodes_its_minute_from_the_kept_originals() {
+    late_frame_re_encodes_its_minute_under_a_new_uri(std::time::Duration::from_secs(600));
+}
+
+#[test]
+fn a_late_frame_after_originals_are_gone_re_encodes_from_the_stored_video() {
+    late_frame_re_encodes_its_minute_under_a_new_uri(std::time::Duration::ZERO);
+}
+
+fn late_frame_re_encodes_its_minute_under_a_new_uri(keep_originals: std::time::Duration) {
+    let s = Server::start_with(|c| c.keep_originals = keep_originals);
+    let v = s.add_user("ann", true);
+    let (device, token) = s.add_device("laptop", None);
+    s.clock.set_ms(T0 + MIN);
+    let mut originals = BTreeMap::new();
+    for (i, t) in [T0 + 5_000, T0 + 25_000, T0 + 45_000].iter().enumerate() {
+        let (png, img) = shot(640, 360, *t, i as u64);
+        assert_eq!(s.upload(&token, *t, &png).status(), 201);
+        originals.insert(*t, img);
+    }
+    s.advance_and_encode(T0 + MIN + 15_000);
+    let before = fetch_all(&s, &v, &device);
+    assert_eq!(before.len(), 1);
+
+    let late = T0 + 35_000;
+    let (png, img) = shot(640, 360, late, 9);
+    assert_eq!(s.upload(&token, late, &png).status(), 201, "a frame for an encoded minute is accepted");
+    assert_eq!(s.upload(&token, late, &png).status(), 200, "an identical retry is a 200");
+    originals.insert(late, img);
+    s.advance_and_encode(T0 + MIN + 16_000);
+
+    let after = fetch_all(&s, &v, &device);
+    assert_eq!(after.len(), 1);
+    assert_ne!(after[0].uri, before[0].uri, "a re-encoded minute gets a new URI");
+    let pts: Vec<i64> = after[0].frames.iter().map(|f| f.0).collect();
+    assert_eq!(pts, vec![T0, T0 + 25_000, T0 + 35_000, T0 + 45_000], "first capture shown from :00");
+    assert_all_captures_match(&after, &originals);
+    // The replaced segment is gone from disk and from the index.
+    let old = s.get(&v.token, &format!("/api/v1/devices/{device}/{}", before[0].uri)).send().unwrap();
+    assert_eq!(old.status(), 404);
+    let report = screentape::check::check(&s.app.layout, &s.app.index, false).unwrap();
+    assert!(report.is_consistent(), "{report:?}");
+}
+
+#[test]
+fn a_resolution_change_starts_a_new_segment_with_a_discontinuity() {
+    let s = Server::start();
+    let v = s.add_user("ann", true);
+    let (device, token) = s.add_device("laptop", None);
+    s.clock.set_ms(T0 + MIN);
+    let plan = [(T0 + 3_000, 640, 360), (T0 + 20_000, 481, 271), (T0 + 30_000, 481, 271), (T0 + 50_000, 640, 360)];
+    let mut originals = BTreeMap::new();
+    for (i, (t, w, h)) in plan.iter().enumerate() {
+        let (png, img) = shot(*w, *h, *t, i as u64);
+        assert_eq!(s.upload(&token, *t, &png).status(), 201);
+        originals.insert(*t, img);
+    }
+    s.advance_and_encode(T0 + MIN + 15_000);
+    let segments = fetch_all(&s, &v, &device);
+    let spans: Vec<(i64, i64, bool)> = segments.iter().map(|f| (f.pdt_ms.unwrap() - T0, f.extinf_ms, f.discontinuity)).collect();
+    assert_eq!(spans, vec![(0, 20_000, false), (20_000, 30_000, true), (50_000, 10_000, true)]);
+    let sizes: Vec<(u32, u32)> = segments.iter().map(|f| (f.frames[0].1.width, f.frames[0].1.height)).collect();
+    assert_eq!(sizes, vec![(640, 360), (481, 271), (640, 360)], "no frame rescaled");
+    assert_all_captures_match(&segments, &originals);
+}
+
+#[test]
+fn retention_deletes_rows_then_files_by_the_injected_clock() {
+    let s = Server::start_with(|c| c.retention = std::time::Duration::from_secs(3600));
+    let v = s.add_user("ann", true);
+    let (device, token) = s.add_device("laptop", None);
+    s.clock.set_ms(T0 + 3 * MIN);
+    for m in 0..3 {
+        let (png, _) = shot(320, 200, T0 + m * MIN + 1_000, m as u64);
+        assert_eq!(s.upload(&token, T0 + m * MIN + 1_000, &png).status(), 201);
+    }
+    s.advance_and_encode(T0 + 3 * MIN + 15_000);
+    assert_eq!(fetch_all(&s, &v, &device).len(), 3);
+    let files_before = s.app.index.all_segments().unwrap();
+
+    // An hour after the first minute ended, only that minute is expired.
+    s.clock.set_ms(T0 + MIN + 3_600_000);
+    let sweep = s.app.retention_sweep().unwrap();
+    assert!(sweep.files_removed >= 1);
+    let left = fetch_all(&s, &v, &device);
+    assert_eq!(left.iter().map(|f| f.pdt_ms.unwrap()).collect::<Vec<_>>(), vec![T0 + MIN, T0 + 2 * MIN]);
+    assert!(!s.app.layout.resolve(&files_before[0].file).exists(), "the expired file is unlinked");
+    assert!(s.app.layout.resolve(&files_before[1].file).exists());
+    // A frame older than the window is refused.
+    let (png, _) = shot(320, 200, T0, 0);
+    assert_eq!(s.upload(&token, T0 - 1, &png).status(), 422);
+    // Past everything: nothing left, nothing orphaned.
+    s.clock.set_ms(T0 + 10 * 3_600_000);
+    s.app.retention_sweep().unwrap();
+    assert!(s.app.index.all_segments().unwrap().is_empty());
+    assert!(s.app.index.all_inits().unwrap().is_empty());
+    let report = screentape::check::check(&s.app.layout, &s.app.index, false).unwrap();
+    assert!(report.is_consistent() && report.segments == 0, "{report:?}");
+}
+
+#[test]
+fn segments_answer_range_requests() {
+    let s = Server::start();
+    let v = s.add_user("ann", true);
+    let (device, token) = s.add_device("laptop", None);
+    s.clock.set_ms(T0 + MIN);
+    let (png, _) = shot(320, 200, T0 + 1, 0);
+    assert_eq!(s.upload(&token, T0 + 1, &png).status(), 201);
+    s.advance_and_encode(T0 + MIN + 15_000);
+    let (_, text) = media_playlist(&s, &v, &device);
+    let uri = text.lines().find(|l| l.starts_with("segments/")).unwrap();
+    let url = format!("/api/v1/devices/{device}/{uri}");
+    let whole = s.get(&v.token, &url).send().unwrap().bytes().unwrap();
+    let part = s.get(&v.token, &url).header("range", "bytes=8-23").send().unwrap();
+    assert_eq!(part.status(), 206);
+    assert_eq!(part.headers()["content-range"], format!("bytes 8-23/{}", whole.len()));
+    assert_eq!(part.bytes().unwrap(), whole.slice(8..24));
+    let bad = s.get(&v.token, &url).header("range", format!("bytes={}-", whole.len())).send().unwrap();
+    assert_eq!(bad.status(), 416);
+}
