@@ -34,6 +34,9 @@ pub struct App {
     pub ingest: Ingest,
     pub scheduler: Arc<Scheduler>,
     pub metrics: Arc<Metrics>,
+    /// Uploads being read and stored at once. Bounds memory (bodies, decode buffers, blocking
+    /// threads); an upload that waits too long for a slot gets 503.
+    pub upload_slots: Arc<tokio::sync::Semaphore>,
     stop: Arc<AtomicBool>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -98,6 +101,9 @@ impl App {
             ingest,
             scheduler,
             metrics,
+            upload_slots: Arc::new(tokio::sync::Semaphore::new(
+                2 * std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            )),
             stop,
             threads: Mutex::new(vec![retention_thread]),
         }))

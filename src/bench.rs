@@ -183,36 +183,58 @@ pub struct LoadReport {
     pub max_ms: f64,
     pub peak_rss_mib: f64,
     pub wall_s: f64,
+    /// Frames acknowledged but not yet encoded when the uploads stopped (the open minute and
+    /// the grace period are expected here; more means the encoders fell behind).
+    pub backlog_frames: usize,
+    /// Share of the encoder workers' time spent encoding during the load (< 1 keeps up).
+    pub encoder_busy: f64,
+    pub frames_encoded: u64,
 }
 
 /// `devices` simulated agents upload `rounds` screenshots each over loopback HTTP, paced so that
 /// all devices together send `rate_per_s` uploads a second (200 devices at one per 10 s = 20/s).
 /// The server encodes concurrently with the real clock.
-pub fn run_load(devices: usize, rounds: usize, rate_per_s: f64, corpus: &[CorpusFrame]) -> Result<LoadReport, Box<dyn std::error::Error>> {
+pub fn run_load(
+    base: &Config,
+    devices: usize,
+    rounds: usize,
+    rate_per_s: f64,
+    corpus: &[CorpusFrame],
+) -> Result<LoadReport, Box<dyn std::error::Error>> {
+    use std::io::BufRead;
     let dir = tempfile::tempdir()?;
-    let mut config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
-    config.segment_grace = Duration::from_secs(0);
-    let app = App::open(config, Arc::new(crate::clock::SystemClock))?;
     let now = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
     let mut tokens = Vec::new();
-    for i in 0..devices {
-        let (token, hash) = auth::new_token(auth::DEVICE_TOKEN_PREFIX);
-        app.index.create_device(&auth::new_device_id(), &format!("dev{i}"), None, &hash, now)?;
-        tokens.push(token);
+    {
+        let index = crate::index::Index::open(&crate::layout::Layout::new(dir.path()).index())?;
+        for i in 0..devices {
+            let (token, hash) = auth::new_token(auth::DEVICE_TOKEN_PREFIX);
+            index.create_device(&auth::new_device_id(), &format!("dev{i}"), None, &hash, now)?;
+            tokens.push(token);
+        }
     }
+    // The real server binary in its own process, so its memory is measured alone.
+    let mut server = std::process::Command::new(std::env::current_exe()?)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("SCREENTAPE_ENCODE_WORKERS", base.encoder.workers.to_string())
+        .env("SCREENTAPE_CRF", base.encoder.crf.to_string())
+        .env("SCREENTAPE_PRESET", &base.encoder.preset)
+        .env("SCREENTAPE_X264_PARAMS", &base.encoder.x264_params)
+        .env("RUST_LOG", "screentape=warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let mut line = String::new();
+    std::io::BufReader::new(server.stdout.take().ok_or("no stdout")?).read_line(&mut line)?;
+    let addr: std::net::SocketAddr = line.trim().trim_start_matches("listening on http://").parse()?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
-    let addr = listener.local_addr()?;
-    let server = rt.spawn(crate::app::serve(app.clone(), listener, async {
-        let _ = rx.await;
-    }));
-    let pngs: Vec<Vec<u8>> = corpus.iter().map(|f| f.png.clone()).collect();
+    let pngs: Arc<Vec<Vec<u8>>> = Arc::new(corpus.iter().map(|f| f.png.clone()).collect());
     let started = Instant::now();
     let latencies = rt.block_on(async move {
         let mut handles = Vec::new();
         let interval = Duration::from_secs_f64(devices as f64 / rate_per_s);
         for (d, token) in tokens.into_iter().enumerate() {
+            let _ = now;
             let pngs = pngs.clone();
             handles.push(tokio::spawn(async move {
                 let offset = interval.mul_f64(d as f64 / devices as f64);
@@ -221,7 +243,8 @@ pub fn run_load(devices: usize, rounds: usize, rate_per_s: f64, corpus: &[Corpus
                 let mut stream = tokio::net::TcpStream::connect(addr).await.ok();
                 for r in 0..rounds {
                     let png = &pngs[(d * 7 + r) % pngs.len()];
-                    let capture = now - 30 * MINUTE_MS + (r as i64) * 10_000 + d as i64;
+                    // Like a real agent: the capture time is the time of sending.
+                    let capture = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
                     let t0 = Instant::now();
                     let ok = match stream.as_mut() {
                         Some(s) => post(s, addr, &token, capture, png).await,
@@ -243,8 +266,19 @@ pub fn run_load(devices: usize, rounds: usize, rate_per_s: f64, corpus: &[Corpus
         all
     });
     let wall_s = started.elapsed().as_secs_f64();
-    let _ = tx.send(());
-    let _ = rt.block_on(server);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.id())).unwrap_or_default();
+    let server_rss_mib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0);
+    let metrics = rt.block_on(scrape_metrics(addr, dir.path())).unwrap_or_default();
+    let metric = |name: &str| metrics.lines().find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok()).unwrap_or(0.0);
+    let backlog_frames = metric("screentape_pending_frames ") as usize;
+    let encoder_busy = metric("screentape_encode_seconds_total ") / (wall_s * base.encoder.workers as f64);
+    let frames_encoded = metric("screentape_frames_encoded_total ") as u64;
+    let _ = server.kill();
+    let _ = server.wait();
     let errors = latencies.iter().filter(|(_, ok)| !ok).count();
     let mut ms: Vec<f64> = latencies.iter().map(|(m, _)| *m).collect();
     ms.sort_by(f64::total_cmp);
@@ -256,8 +290,11 @@ pub fn run_load(devices: usize, rounds: usize, rate_per_s: f64, corpus: &[Corpus
         p50_ms: pct(0.50),
         p99_ms: pct(0.99),
         max_ms: ms.last().copied().unwrap_or(0.0),
-        peak_rss_mib: peak_rss_mib(),
+        peak_rss_mib: server_rss_mib,
         wall_s,
+        backlog_frames,
+        encoder_busy,
+        frames_encoded,
     })
 }
 
@@ -291,4 +328,18 @@ async fn post(stream: &mut tokio::net::TcpStream, addr: std::net::SocketAddr, to
         return false;
     }
     status.split_whitespace().nth(1).is_some_and(|c| c.starts_with('2'))
+}
+
+/// Reads /metrics with a throwaway viewer made for the purpose.
+async fn scrape_metrics(addr: std::net::SocketAddr, data_dir: &Path) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (token, hash) = auth::new_token(auth::VIEWER_TOKEN_PREFIX);
+    let index = crate::index::Index::open(&crate::layout::Layout::new(data_dir).index()).ok()?;
+    index.create_user(&format!("bench-{}", auth::new_device_id()), true, &hash, "-", 0).ok()?;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let req = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.ok()?;
+    let mut out = String::new();
+    stream.read_to_string(&mut out).await.ok()?;
+    Some(out)
 }

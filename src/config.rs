@@ -84,7 +84,9 @@ impl Default for Config {
                 // high-contrast blocks (text) a screenshot must keep; see docs/codecs.md.
                 x264_params: "aq-mode=0:psy=0:force-cfr=1".into(),
                 x264_threads: 1,
-                workers: cores,
+                // One x264 4:4:4 1080p encoder holds ~135 MiB; half the cores keeps uploads fast
+                // and memory bounded (docs/performance.md).
+                workers: (cores / 2).max(1),
                 queue: cores * 4,
             },
             demo: false,

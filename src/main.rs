@@ -261,13 +261,14 @@ fn bench(config: Config, what: BenchWhat) -> anyhow::Result<()> {
         BenchWhat::Load { devices, rounds, rate, size, json } => {
             let (w, h) = parse_size(&size)?;
             let corpus = bench::synthetic(w, h, 12);
-            let r = bench::run_load(devices, rounds, rate, &corpus).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let r = bench::run_load(&config, devices, rounds, rate, &corpus).map_err(|e| anyhow::anyhow!("{e}"))?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
                 println!(
-                    "{} devices, {} uploads ({} failed) in {:.1} s: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; server peak RSS {:.0} MiB",
-                    r.devices, r.uploads, r.errors, r.wall_s, r.p50_ms, r.p99_ms, r.max_ms, r.peak_rss_mib
+                    "{} devices, {} uploads ({} failed) in {:.1} s: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; server peak RSS {:.0} MiB; \
+                     encoders busy {:.0}%, {} frames encoded, {} waiting at the end",
+                    r.devices, r.uploads, r.errors, r.wall_s, r.p50_ms, r.p99_ms, r.max_ms, r.peak_rss_mib, r.encoder_busy * 100.0, r.frames_encoded, r.backlog_frames
                 );
             }
             Ok(())

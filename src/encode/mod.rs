@@ -15,7 +15,7 @@ use crate::clock::{SharedClock, MINUTE_MS};
 use crate::config::Config;
 use crate::fsutil;
 use crate::index::{FrameRow, Index, NewSegment, Segment};
-use crate::ingest::png::{decode_rgb, PngError};
+use crate::ingest::png::{decode_rgb, probe, PngError};
 use crate::ingest::Pending;
 use crate::layout::Layout;
 use crate::media::ffmpeg::{decode_segment, encode_segment, EncodeSettings};
@@ -135,25 +135,34 @@ impl MinuteEncoder {
         let mut new_segments = Vec::with_capacity(plan.len());
         let fragment_index = (minute_ms / MINUTE_MS) as u32;
         for planned in &plan {
-            let frames: Vec<(i64, &Picture)> = planned
-                .frames
-                .iter()
-                .map(|(pts, source)| {
-                    let capture_ms = match source {
-                        Source::Carry => carry.expect("planned only with a carry").0,
-                        Source::Capture(i) => captures[*i].0,
-                    };
-                    (*pts, pictures.get(capture_ms))
-                })
-                .collect();
-            let encoded = encode_segment(&self.settings, &frames, planned.end_ms, fragment_index)?;
+            let source_of = |source: &Source| match source {
+                Source::Carry => carry.expect("planned only with a carry").0,
+                Source::Capture(i) => captures[*i].0,
+            };
+            let pts: Vec<i64> = planned.frames.iter().map(|(pts, _)| *pts).collect();
+            let first = source_of(&planned.frames[0].1);
+            let dims = if Some(first) == carry.map(|c| c.0) { carry.expect("carry").1 } else { captures.iter().find(|c| c.0 == first).expect("planned capture").1 };
+            let encoded = encode_segment(&self.settings, dims, &pts, planned.end_ms, fragment_index, |i| {
+                pictures.take(source_of(&planned.frames[i].1))
+            });
+            let encoded = match encoded {
+                Ok(e) => e,
+                Err(e) => {
+                    // A spool file that no longer decodes (it did at upload): set it aside, retry the minute.
+                    if let Some(bad) = pictures.failed.take() {
+                        tracing::error!(device_id, capture_ms = bad, error = %e, "spool frame cannot be decoded; quarantined");
+                        self.quarantine(device_id, bad)?;
+                    }
+                    return Err(e.into());
+                }
+            };
             let init_sha: [u8; 32] = Sha256::digest(&encoded.init).into();
             let init_rel = Layout::init_rel(&hex::encode(init_sha));
             let tmp = self.layout.tmp_dir();
             fsutil::write_new_durably(&tmp, &self.layout.resolve(&init_rel), &encoded.init)?;
             let seg_rel = Layout::segment_rel(device_id, minute_ms, rand::random());
             fsutil::write_new_durably(&tmp, &self.layout.resolve(&seg_rel), &encoded.media)?;
-            let (width, height) = frames[0].1.dimensions();
+            let (width, height) = dims;
             new_segments.push(NewSegment {
                 start_ms: planned.start_ms,
                 end_ms: planned.end_ms,
@@ -166,7 +175,7 @@ impl MinuteEncoder {
                 codec: encoded.codec,
                 width,
                 height,
-                frame_count: frames.len() as i64,
+                frame_count: pts.len() as i64,
                 captures: planned
                     .frames
                     .iter()
@@ -229,40 +238,41 @@ impl MinuteEncoder {
     }
 }
 
-/// Loads and caches the pictures one minute needs, decoding each stored segment at most once.
+/// Hands out the pictures one minute needs, one at a time: spool PNGs are decoded when the
+/// encoder asks for them; a stored segment is decoded at most once, only for the frames it must give.
 struct PictureLoader<'a> {
     enc: &'a MinuteEncoder,
-    pictures: HashMap<i64, Picture>,
-    decoded: HashMap<i64, ()>,
+    png: HashMap<i64, Vec<u8>>,
+    decoded: HashMap<i64, Picture>,
+    segments_done: BTreeSet<i64>,
+    /// The spool capture whose PNG failed to decode, if any.
+    failed: Option<i64>,
 }
 
 impl<'a> PictureLoader<'a> {
     fn new(enc: &'a MinuteEncoder) -> Self {
-        Self { enc, pictures: HashMap::new(), decoded: HashMap::new() }
+        Self { enc, png: HashMap::new(), decoded: HashMap::new(), segments_done: BTreeSet::new(), failed: None }
     }
 
+    /// Registers a frame's source and returns its size, without decoding a spool PNG.
     fn load(&mut self, device_id: &str, capture_ms: i64, src: &FrameSource) -> Result<(u32, u32), EncodeError> {
-        if let Some(p) = self.pictures.get(&capture_ms) {
-            return Ok(p.dimensions());
-        }
         match src {
             FrameSource::Spool { bytes, .. } => {
-                let rgb = decode_rgb(bytes, self.enc.max_dimension)
+                let dims = probe(bytes, self.enc.max_dimension)
                     .map_err(|e: PngError| EncodeError::Io(std::io::Error::other(e.to_string())))?;
-                let dims = (rgb.width, rgb.height);
-                self.pictures.insert(capture_ms, Picture::Rgb(rgb));
+                self.png.insert(capture_ms, bytes.clone());
                 Ok(dims)
             }
             FrameSource::Segment { segment_id, .. } => {
                 self.decode_into_cache(device_id, *segment_id)?;
-                self.pictures.get(&capture_ms).map(|p| p.dimensions()).ok_or(EncodeError::Inconsistent(*segment_id))
+                self.decoded.get(&capture_ms).map(|p| p.dimensions()).ok_or(EncodeError::Inconsistent(*segment_id))
             }
         }
     }
 
     /// Decodes a stored segment and files its frames under their capture times.
     fn decode_into_cache(&mut self, device_id: &str, segment_id: i64) -> Result<(), EncodeError> {
-        if self.decoded.insert(segment_id, ()).is_some() {
+        if !self.segments_done.insert(segment_id) {
             return Ok(());
         }
         let index = &self.enc.index;
@@ -281,13 +291,20 @@ impl<'a> PictureLoader<'a> {
             return Err(EncodeError::Inconsistent(segment_id));
         }
         for (row, (_, yuv)) in captures.iter().zip(frames.into_iter().skip(skip)) {
-            self.pictures.entry(row.capture_ms).or_insert(Picture::Yuv(yuv));
+            self.decoded.entry(row.capture_ms).or_insert(Picture::Yuv(yuv));
         }
         Ok(())
     }
 
-    fn get(&self, capture_ms: i64) -> &Picture {
-        &self.pictures[&capture_ms]
+    /// The picture of `capture_ms`; each is handed out once (the plan uses every capture once).
+    fn take(&mut self, capture_ms: i64) -> Result<Picture, MediaError> {
+        if let Some(png) = self.png.remove(&capture_ms) {
+            return decode_rgb(&png, self.enc.max_dimension).map(Picture::Rgb).map_err(|e| {
+                self.failed = Some(capture_ms);
+                MediaError::Source(e.to_string())
+            });
+        }
+        self.decoded.remove(&capture_ms).ok_or_else(|| MediaError::Source(format!("no picture for capture {capture_ms}")))
     }
 }
 
@@ -425,7 +442,15 @@ impl Scheduler {
     }
 }
 
+/// Niceness of encoder threads: acknowledging an upload is latency work, encoding is batch work,
+/// so on a small box the uploads get the CPU first.
+const ENCODER_NICE: i32 = 10;
+
 fn worker_loop(shared: &Shared, rx: &Receiver<Job>, scheduler: &std::sync::Weak<Scheduler>) {
+    // On Linux a thread id names the thread itself, so this lowers only this worker.
+    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), ENCODER_NICE) {
+        tracing::debug!(error = %e, "cannot lower the encoder thread's priority");
+    }
     while let Ok(job) = rx.recv() {
         let mut failed = false;
         for &minute_ms in &job.minutes {

@@ -14,6 +14,9 @@ use crate::clock::parse_time_ms;
 use crate::ingest::Accepted;
 use crate::metrics::Metrics;
 
+/// How long an upload may wait for a free slot before it is told to retry later.
+const UPLOAD_SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 #[derive(serde::Serialize)]
 pub struct UploadResponse {
     device: String,
@@ -57,6 +60,11 @@ async fn accept(
             )
         })?,
     };
+    // Wait for a slot before reading the body, so waiting clients cost no memory (TCP backpressure).
+    let _slot = tokio::time::timeout(UPLOAD_SLOT_WAIT, app.upload_slots.clone().acquire_owned())
+        .await
+        .map_err(|_| ApiError::Overloaded)?
+        .map_err(ApiError::internal)?;
     let max = app.config.max_body_bytes;
     let too_large = || ApiError::TooLarge("body_too_large", format!("the body is larger than {max} bytes"));
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());

@@ -95,7 +95,7 @@ impl Ingest {
             return Err(IngestError::Overloaded);
         }
         // Full decode only now, after the cheap checks: a frame we acknowledge must be encodable.
-        png::decode_rgb(bytes, self.max_dimension)?;
+        png::validate(bytes, self.max_dimension)?;
         match fsutil::write_new_durably(&self.layout.tmp_dir(), &path, bytes) {
             Ok(Created::New) => {
                 self.pending.add(device_id, capture_ms);

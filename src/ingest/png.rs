@@ -89,6 +89,36 @@ fn undecodable(e: png::DecodingError) -> PngError {
     }
 }
 
+/// Checks that the whole image decodes (every chunk, CRC and row), holding one row at a time:
+/// uploads are validated without allocating a full frame.
+pub fn validate(bytes: &[u8], max_dimension: u32) -> Result<(u32, u32), PngError> {
+    let (width, height) = probe(bytes, max_dimension)?;
+    let limit = (width as usize) * 8 * 2 + (1 << 20);
+    let mut decoder = png::Decoder::new_with_limits(Cursor::new(bytes), png::Limits { bytes: limit });
+    decoder.set_transformations(png::Transformations::IDENTITY);
+    let mut reader = decoder.read_info().map_err(undecodable)?;
+    let mut rows = 0u64;
+    while reader.next_row().map_err(undecodable)?.is_some() {
+        rows += 1;
+    }
+    let expected: u64 = if reader.info().interlaced {
+        // Adam7 passes: rows of each pass that has at least one column.
+        let (w, h) = (width as u64, height as u64);
+        [(0u64, 0u64, 8u64, 8u64), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)]
+            .iter()
+            .filter(|(x0, _, _, _)| *x0 < w)
+            .map(|(_, y0, _, dy)| if *y0 < h { (h - y0).div_ceil(*dy) } else { 0 })
+            .sum()
+    } else {
+        height as u64
+    };
+    if rows != expected {
+        return Err(PngError::Undecodable(format!("{rows} rows decoded, {expected} expected")));
+    }
+    reader.finish().map_err(undecodable)?;
+    Ok((width, height))
+}
+
 /// Encodes RGB8 as PNG (fast compression: this serves `frame.png`, not storage).
 pub fn encode_rgb(image: &RgbImage) -> Vec<u8> {
     let mut out = Vec::with_capacity(image.data.len() / 4);
@@ -120,5 +150,7 @@ mod tests {
         assert_eq!(probe(&bytes, 32), Err(PngError::TooLarge { width: 33, height: 17, max: 32 }));
         assert_eq!(probe(b"GIF89a.........................", 100), Err(PngError::NotPng));
         assert!(matches!(decode_rgb(&bytes[..bytes.len() / 2], 8192), Err(PngError::Undecodable(_))));
+        assert_eq!(validate(&bytes, 8192), Ok((33, 17)));
+        assert!(matches!(validate(&bytes[..bytes.len() / 2], 8192), Err(PngError::Undecodable(_))));
     }
 }

@@ -49,6 +49,8 @@ pub enum MediaError {
     Empty,
     #[error("frames of one segment must share one size")]
     MixedSizes,
+    #[error("a source picture could not be loaded: {0}")]
+    Source(String),
 }
 
 /// PSNR in dB between two RGB images of one size (infinite when identical).
@@ -73,10 +75,10 @@ mod tests {
         let base = 1_764_151_200_000i64;
         let times = [base, base + 7_250, base + 17_250, base + 33_001];
         let pics: Vec<Picture> = times.iter().enumerate().map(|(i, t)| Picture::Rgb(screenshot(641, 361, *t, i as u64, 1))).collect();
-        let frames: Vec<(i64, &Picture)> = times.iter().copied().zip(pics.iter()).collect();
+
         let d = crate::config::Config::default().encoder;
         let settings = EncodeSettings { crf: d.crf, preset: d.preset, threads: 1, x264_params: d.x264_params };
-        let seg = encode_segment(&settings, &frames, base + 60_000, 7).unwrap();
+        let seg = encode_segment(&settings, pics[0].dimensions(), &times, base + 60_000, 7, |i| Ok(pics[i].clone())).unwrap();
         assert!(seg.codec.starts_with("avc1.F4"), "High 4:4:4: {}", seg.codec);
         assert_eq!(mp4::first_tfdt(&seg.media).unwrap(), base as u64);
         let decoded = decode_segment(&seg.init, &seg.media).unwrap();

@@ -80,7 +80,7 @@ fn fetch_all(s: &Server, v: &Viewer, device: &str) -> Vec<Fetched> {
 
 /// The frame on screen at `t`: the last decoded frame at or before it.
 fn frame_at(segments: &[Fetched], t: i64) -> Option<(i64, &RgbImage)> {
-    segments.iter().flat_map(|s| s.frames.iter()).filter(|(pts, _)| *pts <= t).last().map(|(p, i)| (*p, i))
+    segments.iter().flat_map(|s| s.frames.iter()).rfind(|(pts, _)| *pts <= t).map(|(p, i)| (*p, i))
 }
 
 fn assert_all_captures_match(segments: &[Fetched], originals: &BTreeMap<i64, RgbImage>) {
