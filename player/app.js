@@ -1,59 +1,636 @@
-// screentape player: log in, pick a device, play its day through hls.js.
+// screentape player: a day of screenshots through hls.js, with exact frames and a 24-hour timeline.
+// Media time and wall-clock time are mapped through the playlist's PROGRAM-DATE-TIME of each
+// fragment; the list of capture times (timeline API) drives screenshot stepping and gap skipping.
 'use strict';
 
 const $ = (id) => document.getElementById(id);
-const state = { hls: null, device: null, mediaStartMs: null };
+const video = $('video');
+const MINUTE = 60000;
+const SPEEDS = [1, 2, 4, 8, 16];
+
+const S = {
+  hls: null,
+  device: null,
+  timeline: null,          // the timeline API's answer
+  zoom: 'fit',             // 'fit' or a scale factor
+  pan: { x: 0, y: 0 },
+  range: { from: null, to: null },
+  seekToken: 0,
+  followLive: false,
+  ready: null,             // resolves when the first level is loaded
+  lastSeek: null,          // the promise of the latest seek
+  lastUrlUpdate: 0,
+};
+
+// ---------- server ----------
+
+class AuthError extends Error {}
 
 async function api(path, options) {
-  const response = await fetch(path, { credentials: 'same-origin', ...options });
-  if (response.status === 401) { showLogin(); throw new Error('not logged in'); }
+  let response;
+  try {
+    response = await fetch(path, { credentials: 'same-origin', ...options });
+  } catch (e) {
+    setStatus('The server cannot be reached; retrying…', true);
+    throw e;
+  }
+  if (response.status === 401) {
+    showLogin('Your session has ended; please log in again.');
+    throw new AuthError('unauthorized');
+  }
   if (!response.ok) throw new Error(`${path}: ${response.status}`);
   return response;
 }
 
-function showLogin() { $('main').hidden = true; $('login').hidden = false; }
+function setStatus(text, bad) {
+  const el = $('status');
+  el.textContent = text || '';
+  el.classList.toggle('bad', !!bad);
+}
+
+function showLogin(message) {
+  if (S.hls) { S.hls.destroy(); S.hls = null; }
+  $('main').hidden = true;
+  $('login').hidden = false;
+  $('login-error').textContent = message || '';
+}
+
+// ---------- time mapping ----------
+
+function fragments() {
+  const level = S.hls && S.hls.levels && S.hls.levels[S.hls.currentLevel >= 0 ? S.hls.currentLevel : 0];
+  return (level && level.details && level.details.fragments) || [];
+}
+
+function fragAtWall(wall) {
+  const frags = fragments();
+  let lo = 0, hi = frags.length - 1, found = null;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    if (frags[mid].programDateTime <= wall) { found = frags[mid]; lo = mid + 1; } else { hi = mid - 1; }
+  }
+  return found;
+}
+
+function wallToMedia(wall) {
+  const frags = fragments();
+  if (!frags.length) return 0;
+  const f = fragAtWall(wall) || frags[0];
+  return f.start + Math.max(0, wall - f.programDateTime) / 1000;
+}
+
+function mediaToWall(t) {
+  const frags = fragments();
+  if (!frags.length) return null;
+  let lo = 0, hi = frags.length - 1, found = frags[0];
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    if (frags[mid].start <= t + 1e-6) { found = frags[mid]; lo = mid + 1; } else { hi = mid - 1; }
+  }
+  // Floor, not round: seeks land 0.5 ms past a capture on purpose, and must read as the capture.
+  return Math.floor(found.programDateTime + (t - found.start) * 1000 + 1e-3);
+}
+
+function currentWall() {
+  return mediaToWall(video.currentTime);
+}
+
+function gapAt(wall) {
+  const tl = S.timeline;
+  if (!tl) return null;
+  return tl.gaps.find((g) => wall >= g.start_ms && wall < g.end_ms) || null;
+}
+
+function recordedRange() {
+  const tl = S.timeline;
+  if (!tl || !tl.recorded.length) return null;
+  return { from: tl.recorded[0].start_ms, to: tl.recorded[tl.recorded.length - 1].end_ms };
+}
+
+// ---------- seeking ----------
+
+function isBuffered(t) {
+  for (let i = 0; i < video.buffered.length; i++) {
+    if (video.buffered.start(i) <= t && t < video.buffered.end(i)) return true;
+  }
+  return false;
+}
+
+function nextEvent(target, name, timeoutMs) {
+  return new Promise((resolve) => {
+    const done = () => { clearTimeout(timer); target.removeEventListener(name, done); resolve(); };
+    const timer = setTimeout(done, timeoutMs);
+    target.addEventListener(name, done);
+  });
+}
+
+function presentedFrame(timeoutMs) {
+  return new Promise((resolve) => {
+    let settled = false;
+    const timer = setTimeout(() => { if (!settled) { settled = true; resolve(null); } }, timeoutMs);
+    video.requestVideoFrameCallback((now, meta) => {
+      if (!settled) { settled = true; clearTimeout(timer); resolve(meta); }
+    });
+  });
+}
+
+// Seeks to wall-clock time `wall` and resolves once the right frame is presented.
+// Works around hls.js/MSE showing a later minute's first frame after a backward seek whose
+// target is not buffered yet (facts/browser.md): re-seek until the target is buffered and the
+// presented frame is not later than the target.
+function seekWall(wall, options) {
+  S.lastSeek = doSeek(wall, options || {});
+  return S.lastSeek;
+}
+
+async function doSeek(wall, { skipGap = true }) {
+  const token = ++S.seekToken;
+  await S.ready;
+  const range = recordedRange();
+  if (!range) return null;
+  let target = Math.min(Math.max(wall, range.from), range.to - 1);
+  const gap = gapAt(target);
+  if (gap && skipGap) {
+    notice('No recording at ' + fmt(target) + ': showing the next available frame.');
+    target = gap.end_ms;
+  } else {
+    notice(null);
+  }
+  // Half a millisecond past the target so float rounding never lands on the previous frame.
+  const t = wallToMedia(target) + 0.0005;
+  const started = performance.now();
+  let meta = null;
+  for (let attempt = 0; attempt < 6 && token === S.seekToken; attempt++) {
+    const seeked = nextEvent(video, 'seeked', 4000);
+    const frame = presentedFrame(4000);
+    video.currentTime = t;
+    await seeked;
+    if (token !== S.seekToken) return null;
+    if (!isBuffered(t)) {
+      await nextEvent(video, 'progress', 3000);
+      continue;
+    }
+    meta = await frame;
+    if (!meta || meta.mediaTime <= t + 0.002 || !video.paused) break;
+  }
+  updateClock();
+  scheduleUrlUpdate();
+  return { wall: target, mediaTime: meta ? meta.mediaTime : video.currentTime, ms: performance.now() - started };
+}
+
+function captureIndexAtOrBefore(wall) {
+  const caps = (S.timeline && S.timeline.captures) || [];
+  let lo = 0, hi = caps.length - 1, found = -1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    if (caps[mid] <= wall) { found = mid; lo = mid + 1; } else { hi = mid - 1; }
+  }
+  return found;
+}
+
+async function stepScreenshot(direction) {
+  video.pause();
+  const caps = (S.timeline && S.timeline.captures) || [];
+  if (!caps.length) return null;
+  const wall = currentWall();
+  const i = captureIndexAtOrBefore(wall);
+  const j = Math.min(Math.max(direction > 0 ? i + 1 : i - 1, 0), caps.length - 1);
+  // Stepping back from a frame shown since before its capture (a carry) lands on the capture itself.
+  return seekWall(caps[j], { skipGap: false });
+}
+
+async function stepTime(ms) {
+  const wall = currentWall();
+  if (wall == null) return null;
+  return seekWall(wall + ms);
+}
+
+// ---------- playback ----------
+
+function togglePlay() {
+  if (video.paused) play(); else video.pause();
+}
+
+function play() {
+  S.followLive = false;
+  video.playbackRate = Number($('speed').value);
+  video.play().catch(() => {});
+}
+
+function setSpeed(rate) {
+  $('speed').value = String(rate);
+  video.playbackRate = rate;
+}
+
+async function goLive() {
+  await refreshTimeline();
+  const tl = S.timeline;
+  if (!tl || !tl.captures.length) return;
+  await seekWall(tl.captures[tl.captures.length - 1]);
+  S.followLive = true;
+  setSpeed(1);
+  video.play().catch(() => {});
+}
+
+// While playing, jump over gaps instead of stalling in them. Playback resumes after the jump only
+// if nothing else (a pause, another seek) happened meanwhile.
+let skipping = false;
+function skipGaps() {
+  if (skipping || video.paused || !S.timeline) return;
+  const wall = currentWall();
+  const gap = wall != null && gapAt(wall);
+  if (!gap) return;
+  skipping = true;
+  let pausedMeanwhile = false;
+  const onPause = () => { pausedMeanwhile = true; };
+  const jump = seekWall(gap.end_ms);
+  const mine = S.seekToken;
+  jump.then(() => {
+    video.removeEventListener('pause', onPause);
+    skipping = false;
+    if (S.seekToken === mine && !pausedMeanwhile) video.play().catch(() => {});
+  });
+  // Registered after the seek starts: the seek's own transient pause state is not the user's.
+  video.addEventListener('pause', onPause);
+}
+
+// ---------- view: zoom and pan ----------
+
+function layout() {
+  const stage = $('stage');
+  const vw = video.videoWidth || 16, vh = video.videoHeight || 9;
+  video.style.width = vw + 'px';
+  video.style.height = vh + 'px';
+  const sw = stage.clientWidth, sh = stage.clientHeight;
+  let scale;
+  if (S.zoom === 'fit') {
+    scale = Math.min(sw / vw, sh / vh);
+    S.pan = { x: (sw - vw * scale) / 2, y: (sh - vh * scale) / 2 };
+  } else {
+    scale = S.zoom;
+    // Keep the picture on screen.
+    const minX = Math.min(0, sw - vw * scale), minY = Math.min(0, sh - vh * scale);
+    const maxX = Math.max(0, (sw - vw * scale) / 2), maxY = Math.max(0, (sh - vh * scale) / 2);
+    S.pan.x = Math.min(Math.max(S.pan.x, minX), maxX);
+    S.pan.y = Math.min(Math.max(S.pan.y, minY), maxY);
+  }
+  video.style.transform = `translate(${S.pan.x}px, ${S.pan.y}px) scale(${scale})`;
+  stage.classList.toggle('zoomed', S.zoom !== 'fit');
+  stage.classList.toggle('pixelated', scale >= 2);
+  return scale;
+}
+
+function zoomTo(zoom, cx, cy) {
+  const stage = $('stage');
+  const old = layout();
+  if (zoom === 'fit') { S.zoom = 'fit'; layout(); return; }
+  const next = Math.min(Math.max(zoom, 0.1), 16);
+  cx = cx ?? stage.clientWidth / 2; cy = cy ?? stage.clientHeight / 2;
+  // Zoom around (cx, cy): the pixel under the pointer stays put.
+  S.pan.x = cx - (cx - S.pan.x) * (next / old);
+  S.pan.y = cy - (cy - S.pan.y) * (next / old);
+  S.zoom = next;
+  layout();
+}
+
+function currentScale() { return S.zoom === 'fit' ? layout() : S.zoom; }
+
+// ---------- timeline ----------
+
+function timelineWindow() {
+  const tl = S.timeline;
+  const to = tl ? tl.to_ms : Date.now();
+  const from = tl ? Math.max(tl.from_ms, to - 24 * 3600000) : to - 24 * 3600000;
+  return { from, to };
+}
+
+function drawTimeline() {
+  const canvas = $('timeline');
+  const dpr = window.devicePixelRatio || 1;
+  const w = canvas.clientWidth, h = canvas.clientHeight;
+  if (canvas.width !== Math.round(w * dpr)) { canvas.width = Math.round(w * dpr); canvas.height = Math.round(h * dpr); }
+  const g = canvas.getContext('2d');
+  g.setTransform(dpr, 0, 0, dpr, 0, 0);
+  g.clearRect(0, 0, w, h);
+  const { from, to } = timelineWindow();
+  const x = (t) => ((t - from) / (to - from)) * w;
+  // offline background
+  g.fillStyle = '#2a2a31';
+  g.fillRect(0, 22, w, 22);
+  const tl = S.timeline;
+  if (tl) {
+    g.fillStyle = '#3fa96b';
+    for (const r of tl.recorded) g.fillRect(x(r.start_ms), 22, Math.max(1, x(r.end_ms) - x(r.start_ms)), 22);
+    g.fillStyle = '#5a5a66';
+    for (const gap of tl.gaps) g.fillRect(x(gap.start_ms), 38, Math.max(1, x(gap.end_ms) - x(gap.start_ms)), 6);
+    if (tl.live_edge_ms) { g.fillStyle = '#e84d4d'; g.fillRect(x(tl.live_edge_ms) - 1, 18, 2, 30); }
+  }
+  if (S.range.from != null) {
+    const a = S.range.from, b = S.range.to ?? S.range.from;
+    g.fillStyle = 'rgba(120,170,255,.35)';
+    g.fillRect(x(Math.min(a, b)), 18, Math.max(2, Math.abs(x(b) - x(a))), 30);
+  }
+  // hour ticks in the viewer's time zone
+  g.fillStyle = '#aaa'; g.strokeStyle = '#555'; g.font = '11px system-ui, sans-serif'; g.textBaseline = 'top';
+  const hour = new Date(from); hour.setMinutes(0, 0, 0);
+  let t = hour.getTime() + 3600000;
+  const every = w < 700 ? 3 : w < 1100 ? 2 : 1;
+  for (; t < to; t += 3600000) {
+    const d = new Date(t);
+    g.beginPath(); g.moveTo(x(t) + 0.5, 16); g.lineTo(x(t) + 0.5, 48); g.stroke();
+    if (d.getHours() % every === 0) g.fillText(d.getHours().toString().padStart(2, '0') + ':00', x(t) + 3, 3);
+  }
+  // playhead
+  const wall = currentWall();
+  if (wall != null) {
+    g.fillStyle = '#fff';
+    g.fillRect(x(wall) - 1, 14, 2, 36);
+    g.beginPath(); g.moveTo(x(wall) - 5, 50); g.lineTo(x(wall) + 5, 50); g.lineTo(x(wall), 44); g.fill();
+  }
+}
+
+function timelineWallAt(clientX) {
+  const rect = $('timeline').getBoundingClientRect();
+  const { from, to } = timelineWindow();
+  return Math.round(from + ((clientX - rect.left) / rect.width) * (to - from));
+}
+
+function setupTimeline() {
+  const canvas = $('timeline');
+  let dragging = false, pending = null, busy = false;
+  const scrub = async (wall) => {
+    pending = wall;
+    if (busy) return;
+    busy = true;
+    while (pending != null) {
+      const next = pending; pending = null;
+      await seekWall(next);
+      drawTimeline();
+    }
+    busy = false;
+  };
+  canvas.addEventListener('pointerdown', (e) => {
+    dragging = true; canvas.setPointerCapture(e.pointerId);
+    S.followLive = false; video.pause();
+    scrub(timelineWallAt(e.clientX));
+  });
+  canvas.addEventListener('pointermove', (e) => {
+    const wall = timelineWallAt(e.clientX);
+    showPreview(e.clientX, wall);
+    if (dragging) scrub(wall);
+  });
+  canvas.addEventListener('pointerup', () => { dragging = false; });
+  canvas.addEventListener('pointerleave', () => { $('preview').hidden = true; });
+}
+
+function showPreview(clientX, wall) {
+  const preview = $('preview');
+  const rect = $('timeline').getBoundingClientRect();
+  preview.style.left = Math.min(Math.max(clientX - rect.left, 125), rect.width - 125) + 'px';
+  $('preview-time').textContent = fmt(wall) + (gapAt(wall) ? ' · no recording' : '');
+  const minute = Math.floor(wall / MINUTE) * MINUTE;
+  const range = recordedRange();
+  const img = $('preview-img');
+  if (range && wall >= range.from && wall < range.to && !gapAt(wall)) {
+    const src = `/api/v1/devices/${S.device}/thumb.png?t=${minute}`;
+    if (img.dataset.src !== src) { img.dataset.src = src; img.src = src; }
+    img.style.visibility = 'visible';
+  } else {
+    img.style.visibility = 'hidden';
+  }
+  preview.hidden = false;
+}
+
+// ---------- chrome ----------
+
+function fmt(wall) {
+  if (wall == null) return '';
+  const d = new Date(wall);
+  return d.toLocaleDateString(undefined, { weekday: 'short', day: 'numeric', month: 'short' }) + ' ' +
+    d.toLocaleTimeString(undefined, { hour12: false }) + '.' + String(d.getMilliseconds()).padStart(3, '0');
+}
+
+let noticeTimer = null;
+function notice(text) {
+  const el = $('notice');
+  clearTimeout(noticeTimer);
+  if (!text) { el.hidden = true; return; }
+  el.textContent = text; el.hidden = false;
+  noticeTimer = setTimeout(() => { el.hidden = true; }, 4000);
+}
+
+function updateClock() {
+  const wall = currentWall();
+  $('clock').textContent = wall == null ? '' : fmt(wall);
+  $('play').textContent = video.paused ? '▶' : '❚❚';
+  if (wall != null && S.device) {
+    $('frame-png').href = `/api/v1/devices/${S.device}/frame.png?t=${wall}`;
+    const m = Math.floor(wall / MINUTE) * MINUTE;
+    $('dl-minute').href = `/api/v1/devices/${S.device}/export.mp4?from=${m}&to=${m + MINUTE}`;
+  }
+  drawTimeline();
+}
+
+// At most two address-bar updates a second, and always the last one (a link must show this frame).
+let urlTimer = null;
+function scheduleUrlUpdate() {
+  const wait = S.lastUrlUpdate + 500 - Date.now();
+  if (wait > 0) {
+    if (!urlTimer) urlTimer = setTimeout(() => { urlTimer = null; scheduleUrlUpdate(); }, wait);
+    return;
+  }
+  S.lastUrlUpdate = Date.now();
+  const wall = currentWall();
+  const params = new URLSearchParams({ device: S.device });
+  if (wall != null) params.set('t', String(wall));
+  history.replaceState(null, '', '?' + params.toString());
+}
+
+function markRange(which) {
+  const wall = currentWall();
+  if (wall == null) return;
+  S.range[which] = wall;
+  const { from, to } = S.range;
+  const link = $('dl-range');
+  if (from != null && to != null && to !== from) {
+    const a = Math.min(from, to), b = Math.max(from, to);
+    link.href = `/api/v1/devices/${S.device}/export.mp4?from=${a}&to=${b}`;
+    link.textContent = `MP4 ${fmt(a).split(' ').pop()}–${fmt(b).split(' ').pop()}`;
+    link.hidden = false;
+  }
+  drawTimeline();
+}
+
+// ---------- loading ----------
+
+async function refreshTimeline() {
+  if (!S.device) return;
+  try {
+    S.timeline = await (await api(`/api/v1/devices/${S.device}/timeline`)).json();
+    setStatus(S.timeline.captures.length ? '' : 'No footage yet: the first minute appears about a minute after the first upload.');
+  } catch (e) {
+    if (!(e instanceof AuthError)) setStatus('The server cannot be reached; retrying…', true);
+  }
+  drawTimeline();
+}
+
+async function openDevice(id, startWall) {
+  S.device = id;
+  S.range = { from: null, to: null };
+  $('dl-range').hidden = true;
+  await refreshTimeline();
+  if (S.hls) S.hls.destroy();
+  const hls = new Hls({ startPosition: 0, maxBufferLength: 120, backBufferLength: 600, liveDurationInfinity: true });
+  S.hls = hls;
+  let resolveReady;
+  S.ready = new Promise((r) => { resolveReady = r; });
+  hls.on(Hls.Events.LEVEL_LOADED, () => resolveReady());
+  hls.on(Hls.Events.LEVEL_UPDATED, () => { if (S.followLive) refreshTimeline(); });
+  hls.on(Hls.Events.ERROR, (_, data) => {
+    if (!data.fatal) return;
+    if (data.type === Hls.ErrorTypes.NETWORK_ERROR) {
+      setStatus('The server cannot be reached; retrying…', true);
+      setTimeout(() => { if (S.hls === hls) hls.startLoad(); }, 3000);
+    } else if (data.type === Hls.ErrorTypes.MEDIA_ERROR) {
+      hls.recoverMediaError();
+    } else {
+      setStatus(`Playback error: ${data.details}`, true);
+    }
+  });
+  hls.loadSource(`/api/v1/devices/${id}/playlist.m3u8`);
+  hls.attachMedia(video);
+  if (!S.timeline || !S.timeline.captures.length) return;
+  await S.ready;
+  const caps = S.timeline.captures;
+  await seekWall(startWall ?? caps[caps.length - 1]);
+}
 
 async function start() {
   try {
     await api('/api/v1/me');
-  } catch (e) { showLogin(); return; }
-  $('login').hidden = true; $('main').hidden = false;
+  } catch (e) {
+    if (!(e instanceof AuthError)) setTimeout(start, 3000);
+    return;
+  }
+  $('login').hidden = true;
+  $('main').hidden = false;
   const devices = await (await api('/api/v1/devices')).json();
   const select = $('device');
   select.replaceChildren(...devices.map((d) => new Option(d.name, d.id)));
-  const wanted = new URLSearchParams(location.search).get('device');
+  const params = new URLSearchParams(location.search);
+  const wanted = params.get('device');
   if (wanted && devices.some((d) => d.id === wanted)) select.value = wanted;
-  if (devices.length) openDevice(select.value); else $('status').textContent = 'No devices yet.';
+  layout();
+  if (!devices.length) { setStatus('No devices yet: add one with `screentape device add NAME`.'); return; }
+  const t = params.get('t');
+  await openDevice(select.value, t && /^\d+$/.test(t) ? Number(t) : undefined);
 }
 
-async function openDevice(id) {
-  state.device = id;
-  const timeline = await (await api(`/api/v1/devices/${id}/timeline`)).json();
-  state.mediaStartMs = timeline.media_start_ms;
-  if (state.hls) state.hls.destroy();
-  const video = $('video');
-  const hls = new Hls({ startPosition: 0 });
-  state.hls = hls;
-  hls.loadSource(`/api/v1/devices/${id}/playlist.m3u8`);
-  hls.attachMedia(video);
-  hls.on(Hls.Events.ERROR, (_, data) => { if (data.fatal) $('status').textContent = `Playback error: ${data.details}`; });
-  $('status').textContent = timeline.media_start_ms ? '' : 'No footage yet: the first minute appears shortly.';
+// ---------- wiring ----------
+
+function onKey(e) {
+  if (e.target.closest && e.target.closest('input, select, textarea')) return;
+  if ($('help').open && e.key !== '?') return;
+  const k = e.key;
+  let handled = true;
+  if (k === ' ' || k === 'k') togglePlay();
+  else if (k === 'ArrowLeft' && e.shiftKey) stepTime(-MINUTE);
+  else if (k === 'ArrowRight' && e.shiftKey) stepTime(MINUTE);
+  else if (k === 'ArrowLeft') stepScreenshot(-1);
+  else if (k === 'ArrowRight') stepScreenshot(1);
+  else if (k === 'j') stepTime(-10000);
+  else if (k === 'l') stepTime(10000);
+  else if (/^[0-9]$/.test(k)) { const { from, to } = timelineWindow(); seekWall(from + (to - from) * Number(k) / 10); }
+  else if (k === 'Home') { const r = recordedRange(); if (r) seekWall(r.from); }
+  else if (k === 'End') goLive();
+  else if (k === 'f') { if (document.fullscreenElement) document.exitFullscreen(); else $('main').requestFullscreen().catch(() => {}); }
+  else if (k === '+' || k === '=') zoomTo(currentScale() * 1.25);
+  else if (k === '-') zoomTo(currentScale() / 1.25);
+  else if (k === '1') zoomTo(1);
+  else if (k === 'i') markRange('from');
+  else if (k === 'o') markRange('to');
+  else if (k === '?') { if ($('help').open) $('help').close(); else $('help').showModal(); }
+  else handled = false;
+  if (handled) e.preventDefault();
 }
 
-$('video').addEventListener('timeupdate', () => {
-  if (state.mediaStartMs == null) return;
-  $('clock').textContent = new Date(state.mediaStartMs + $('video').currentTime * 1000).toLocaleString();
-});
-$('device').addEventListener('change', (e) => openDevice(e.target.value));
-$('logout').addEventListener('click', async () => { await fetch('/api/v1/logout', { method: 'POST' }); showLogin(); });
-$('login-form').addEventListener('submit', async (e) => {
-  e.preventDefault();
-  const form = new FormData(e.target);
-  const response = await fetch('/api/v1/login', {
-    method: 'POST',
-    headers: { 'Content-Type': 'application/json' },
-    body: JSON.stringify({ user: form.get('user'), password: form.get('password') }),
+function wire() {
+  document.addEventListener('keydown', onKey);
+  $('play').addEventListener('click', togglePlay);
+  $('speed').addEventListener('change', () => { video.playbackRate = Number($('speed').value); });
+  $('prev').addEventListener('click', () => stepScreenshot(-1));
+  $('next').addEventListener('click', () => stepScreenshot(1));
+  $('prev-min').addEventListener('click', () => stepTime(-MINUTE));
+  $('next-min').addEventListener('click', () => stepTime(MINUTE));
+  $('live').addEventListener('click', goLive);
+  $('jump-go').addEventListener('click', () => {
+    const v = $('jump').value;
+    if (v) seekWall(new Date(v).getTime());
   });
-  if (response.ok) { $('login-error').textContent = ''; start(); } else { $('login-error').textContent = 'Wrong user or password.'; }
-});
+  $('zoom-fit').addEventListener('click', () => zoomTo('fit'));
+  $('zoom-1').addEventListener('click', () => zoomTo(1));
+  $('zoom-in').addEventListener('click', () => zoomTo(currentScale() * 1.25));
+  $('zoom-out').addEventListener('click', () => zoomTo(currentScale() / 1.25));
+  $('mark-in').addEventListener('click', () => markRange('from'));
+  $('mark-out').addEventListener('click', () => markRange('to'));
+  $('help-button').addEventListener('click', () => $('help').showModal());
+  $('device').addEventListener('change', (e) => openDevice(e.target.value));
+  $('logout').addEventListener('click', async () => { await fetch('/api/v1/logout', { method: 'POST' }); showLogin(); });
+  $('login-form').addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const form = new FormData(e.target);
+    let response;
+    try {
+      response = await fetch('/api/v1/login', {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ user: form.get('user'), password: form.get('password') }),
+      });
+    } catch (err) {
+      $('login-error').textContent = 'The server cannot be reached.';
+      return;
+    }
+    if (response.ok) { $('login-error').textContent = ''; start(); } else { $('login-error').textContent = 'Wrong user or password.'; }
+  });
+  const stage = $('stage');
+  stage.addEventListener('wheel', (e) => {
+    e.preventDefault();
+    const rect = stage.getBoundingClientRect();
+    zoomTo(currentScale() * (e.deltaY < 0 ? 1.15 : 1 / 1.15), e.clientX - rect.left, e.clientY - rect.top);
+  }, { passive: false });
+  let panFrom = null;
+  stage.addEventListener('pointerdown', (e) => {
+    if (S.zoom === 'fit') return;
+    panFrom = { x: e.clientX - S.pan.x, y: e.clientY - S.pan.y };
+    stage.setPointerCapture(e.pointerId);
+    stage.classList.add('panning');
+  });
+  stage.addEventListener('pointermove', (e) => {
+    if (!panFrom) return;
+    S.pan = { x: e.clientX - panFrom.x, y: e.clientY - panFrom.y };
+    layout();
+  });
+  stage.addEventListener('pointerup', () => { panFrom = null; stage.classList.remove('panning'); });
+  stage.addEventListener('dblclick', () => zoomTo(S.zoom === 'fit' ? 1 : 'fit'));
+  video.addEventListener('loadedmetadata', layout);
+  video.addEventListener('resize', layout);
+  window.addEventListener('resize', () => { layout(); drawTimeline(); });
+  video.addEventListener('timeupdate', () => { updateClock(); skipGaps(); scheduleUrlUpdate(); });
+  video.addEventListener('play', updateClock);
+  video.addEventListener('pause', updateClock);
+  setupTimeline();
+  setInterval(refreshTimeline, 30000);
+}
+
+// For tests and scripting: the same operations the controls use.
+window.screentape = {
+  seekWall, stepScreenshot, stepTime, goLive, play, setSpeed, togglePlay, zoomTo,
+  currentWall, wallToMedia, mediaToWall,
+  state: () => ({ device: S.device, timeline: S.timeline, paused: video.paused, wall: currentWall(), zoom: S.zoom }),
+  ready: () => S.ready,
+  // The promise of the latest seek (from any control or key), for scripts that must wait for it.
+  settled: () => S.lastSeek,
+};
+
+wire();
 start();

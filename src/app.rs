@@ -37,6 +37,8 @@ pub struct App {
     /// Uploads being read and stored at once. Bounds memory (bodies, decode buffers, blocking
     /// threads); an upload that waits too long for a slot gets 503.
     pub upload_slots: Arc<tokio::sync::Semaphore>,
+    /// Timeline previews by segment id.
+    pub thumbs: ThumbCache,
     stop: Arc<AtomicBool>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -104,6 +106,7 @@ impl App {
             upload_slots: Arc::new(tokio::sync::Semaphore::new(
                 2 * std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
             )),
+            thumbs: ThumbCache::default(),
             stop,
             threads: Mutex::new(vec![retention_thread]),
         }))
@@ -142,6 +145,29 @@ impl App {
         self.scheduler.shutdown();
         for t in std::mem::take(&mut *self.threads.lock().expect("threads lock")) {
             let _ = t.join();
+        }
+    }
+}
+
+/// A bounded map of encoded previews; the oldest insert goes first.
+#[derive(Default)]
+pub struct ThumbCache(Mutex<(std::collections::HashMap<i64, Arc<Vec<u8>>>, std::collections::VecDeque<i64>)>);
+
+impl ThumbCache {
+    pub fn get(&self, segment_id: i64) -> Option<Arc<Vec<u8>>> {
+        self.0.lock().expect("thumb lock").0.get(&segment_id).cloned()
+    }
+
+    pub fn put(&self, segment_id: i64, png: Arc<Vec<u8>>, capacity: usize) {
+        let mut guard = self.0.lock().expect("thumb lock");
+        let (map, order) = &mut *guard;
+        if map.insert(segment_id, png).is_none() {
+            order.push_back(segment_id);
+        }
+        while order.len() > capacity {
+            if let Some(old) = order.pop_front() {
+                map.remove(&old);
+            }
         }
     }
 }

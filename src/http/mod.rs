@@ -46,6 +46,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/devices/{id}/gap/{file}", get(view::gap))
         .route("/api/v1/devices/{id}/frame.png", get(view::frame_png))
         .route("/api/v1/devices/{id}/export.mp4", get(view::export_mp4))
+        .route("/api/v1/devices/{id}/thumb.png", get(view::thumb_png))
         .fallback(|| async { ApiError::NotFound })
         .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, timeout.max(Duration::from_secs(1))))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {

@@ -251,6 +251,37 @@ pub async fn frame_png(
     Ok((StatusCode::OK, headers, png).into_response())
 }
 
+/// Width of timeline previews.
+const THUMB_WIDTH: u32 = 240;
+/// Previews kept in memory (~20 KB each).
+const THUMB_CACHE: usize = 2048;
+
+/// A small preview of the minute holding `t` (its first frame), cached per segment.
+pub async fn thumb_png(
+    State(app): State<Arc<App>>,
+    Viewer(user): Viewer,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    visible(&app, user, &id).await?;
+    let t = time_param(&q, "t")?.ok_or_else(|| ApiError::BadRequest("bad_time", "`t` is required".into()))?;
+    let app2 = app.clone();
+    let png = blocking(move || {
+        let seg = app2.index.segments_between(&id, t, t + 1)?.into_iter().next().ok_or(ApiError::NotFound)?;
+        if let Some(png) = app2.thumbs.get(seg.id) {
+            return Ok(png);
+        }
+        let (init, media) = segment_files(&app2, &seg)?;
+        let (_, yuv) = ffmpeg::decode_frame_at(&init, &media, seg.start_ms).map_err(ApiError::internal)?.ok_or(ApiError::NotFound)?;
+        let png = Arc::new(encode_rgb(&ffmpeg::thumbnail(&yuv, THUMB_WIDTH).map_err(ApiError::internal)?));
+        app2.thumbs.put(seg.id, png.clone(), THUMB_CACHE);
+        Ok(png)
+    })
+    .await?;
+    // Segment ids change when a minute is re-encoded, so a short cache is safe.
+    Ok(([(header::CONTENT_TYPE, "image/png"), (header::CACHE_CONTROL, "private, max-age=300")], png.as_ref().clone()).into_response())
+}
+
 pub async fn export_mp4(
     State(app): State<Arc<App>>,
     Viewer(user): Viewer,

@@ -331,6 +331,36 @@ pub fn yuv_to_rgb(yuv: &Yuv444) -> Result<RgbImage, MediaError> {
     Ok(RgbImage { width: w, height: h, data })
 }
 
+/// A small RGB picture at most `max_width` wide (area-averaged), for timeline previews.
+pub fn thumbnail(yuv: &Yuv444, max_width: u32) -> Result<RgbImage, MediaError> {
+    init_libav();
+    let (w, h) = (yuv.width, yuv.height);
+    let tw = max_width.min(w).max(1);
+    let th = ((h as u64 * tw as u64) / w as u64).max(1) as u32;
+    let mut src = ff::frame::Video::new(Pixel::YUV444P, w, h);
+    for (plane, data) in yuv.planes.iter().enumerate() {
+        let stride = src.stride(plane);
+        copy_rows(data, w as usize, stride, src.data_mut(plane), h as usize);
+    }
+    let mut out = ff::frame::Video::new(Pixel::RGB24, tw, th);
+    let mut ctx = scaling::Context::get(Pixel::YUV444P, w, h, Pixel::RGB24, tw, th, scaling::Flags::AREA | scaling::Flags::ACCURATE_RND)?;
+    // SAFETY: as in colour_scaler: a valid context and a static coefficient table.
+    let rc = unsafe {
+        let coeffs = ff::ffi::sws_getCoefficients(ff::ffi::SWS_CS_ITU709);
+        ff::ffi::sws_setColorspaceDetails(ctx.as_mut_ptr(), coeffs, 0, coeffs, 1, 0, 1 << 16, 1 << 16)
+    };
+    if rc < 0 {
+        return Err(MediaError::Ffmpeg(ff::Error::from(rc)));
+    }
+    ctx.run(&src, &mut out)?;
+    let stride = out.stride(0);
+    let mut data = Vec::with_capacity((tw * th * 3) as usize);
+    for y in 0..th as usize {
+        data.extend_from_slice(&out.data(0)[y * stride..y * stride + tw as usize * 3]);
+    }
+    Ok(RgbImage { width: tw, height: th, data })
+}
+
 /// An in-memory, growable output for the muxer.
 #[derive(Clone, Default)]
 struct Sink(Arc<Mutex<Vec<u8>>>);

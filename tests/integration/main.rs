@@ -6,3 +6,5 @@ mod pipeline;
 mod errors;
 mod access;
 mod crash;
+mod browser;
+mod player;
