@@ -149,9 +149,12 @@ impl App {
     }
 }
 
+/// Encoded previews by segment id, and their insertion order.
+type ThumbMap = (std::collections::HashMap<i64, Arc<Vec<u8>>>, std::collections::VecDeque<i64>);
+
 /// A bounded map of encoded previews; the oldest insert goes first.
 #[derive(Default)]
-pub struct ThumbCache(Mutex<(std::collections::HashMap<i64, Arc<Vec<u8>>>, std::collections::VecDeque<i64>)>);
+pub struct ThumbCache(Mutex<ThumbMap>);
 
 impl ThumbCache {
     pub fn get(&self, segment_id: i64) -> Option<Arc<Vec<u8>>> {

@@ -201,8 +201,10 @@ pub async fn init(
     let app2 = app.clone();
     let bytes = blocking(move || {
         // Only an init that one of this device's segments uses.
-        let used = app2.index.segments_between(&id, i64::MIN, i64::MAX)?.iter().any(|s| s.init_id == init_id);
-        let init = app2.index.init(init_id)?.filter(|_| used).ok_or(ApiError::NotFound)?;
+        if !app2.index.device_uses_init(&id, init_id)? {
+            return Err(ApiError::NotFound);
+        }
+        let init = app2.index.init(init_id)?.ok_or(ApiError::NotFound)?;
         read_stored(&app2, &init.file)
     })
     .await?;

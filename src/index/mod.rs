@@ -351,6 +351,15 @@ impl Index {
         })
     }
 
+    /// Whether one of the device's segments uses this init.
+    pub fn device_uses_init(&self, device_id: &str, init_id: i64) -> Result<bool> {
+        self.with(|c| {
+            Ok(c.query_row("SELECT 1 FROM segments WHERE device_id = ? AND init_id = ? LIMIT 1", params![device_id, init_id], |_| Ok(()))
+                .optional()?
+                .is_some())
+        })
+    }
+
     pub fn init(&self, id: i64) -> Result<Option<Init>> {
         self.with(|c| {
             Ok(c.query_row("SELECT id, file, bytes FROM inits WHERE id = ?", [id], |r| {

@@ -201,7 +201,12 @@ fn to_yuv_frame(picture: &Picture, scaler: &mut Option<scaling::Context>) -> Res
 fn colour_scaler(from: Pixel, to: Pixel, w: u32, h: u32) -> Result<scaling::Context, MediaError> {
     // Never FAST_BILINEAR: it alters luma and blurs text. FULL_CHR_H_INP keeps chroma exact.
     let flags = scaling::Flags::BICUBIC | scaling::Flags::ACCURATE_RND | scaling::Flags::FULL_CHR_H_INP;
-    let mut ctx = scaling::Context::get(from, w, h, to, w, h, flags)?;
+    bt709_scaler(from, (w, h), to, (w, h), flags)
+}
+
+/// A swscale context converting between RGB (full range) and BT.709 limited-range Y'CbCr.
+fn bt709_scaler(from: Pixel, (w, h): (u32, u32), to: Pixel, (tw, th): (u32, u32), flags: scaling::Flags) -> Result<scaling::Context, MediaError> {
+    let mut ctx = scaling::Context::get(from, w, h, to, tw, th, flags)?;
     let rgb_is_source = from == Pixel::RGB24;
     // SAFETY: `ctx` owns a valid SwsContext for the duration of the call; sws_getCoefficients
     // returns a pointer to a static table, which sws_setColorspaceDetails only reads.
@@ -314,45 +319,27 @@ fn frame_to_yuv(frame: &ff::frame::Video, scaler: &mut Option<scaling::Context>)
 
 /// BT.709 limited-range 4:4:4 → full-range RGB8, as a browser would show it.
 pub fn yuv_to_rgb(yuv: &Yuv444) -> Result<RgbImage, MediaError> {
-    init_libav();
-    let (w, h) = (yuv.width, yuv.height);
-    let mut src = ff::frame::Video::new(Pixel::YUV444P, w, h);
-    for (plane, data) in yuv.planes.iter().enumerate() {
-        let stride = src.stride(plane);
-        copy_rows(data, w as usize, stride, src.data_mut(plane), h as usize);
-    }
-    let mut out = ff::frame::Video::new(Pixel::RGB24, w, h);
-    colour_scaler(Pixel::YUV444P, Pixel::RGB24, w, h)?.run(&src, &mut out)?;
-    let stride = out.stride(0);
-    let mut data = Vec::with_capacity((w * h * 3) as usize);
-    for y in 0..h as usize {
-        data.extend_from_slice(&out.data(0)[y * stride..y * stride + w as usize * 3]);
-    }
-    Ok(RgbImage { width: w, height: h, data })
+    let flags = scaling::Flags::BICUBIC | scaling::Flags::ACCURATE_RND | scaling::Flags::FULL_CHR_H_INP;
+    yuv_to_rgb_sized(yuv, (yuv.width, yuv.height), flags)
 }
 
 /// A small RGB picture at most `max_width` wide (area-averaged), for timeline previews.
 pub fn thumbnail(yuv: &Yuv444, max_width: u32) -> Result<RgbImage, MediaError> {
+    let tw = max_width.min(yuv.width).max(1);
+    let th = ((yuv.height as u64 * tw as u64) / yuv.width as u64).max(1) as u32;
+    yuv_to_rgb_sized(yuv, (tw, th), scaling::Flags::AREA | scaling::Flags::ACCURATE_RND)
+}
+
+fn yuv_to_rgb_sized(yuv: &Yuv444, (tw, th): (u32, u32), flags: scaling::Flags) -> Result<RgbImage, MediaError> {
     init_libav();
     let (w, h) = (yuv.width, yuv.height);
-    let tw = max_width.min(w).max(1);
-    let th = ((h as u64 * tw as u64) / w as u64).max(1) as u32;
     let mut src = ff::frame::Video::new(Pixel::YUV444P, w, h);
     for (plane, data) in yuv.planes.iter().enumerate() {
         let stride = src.stride(plane);
         copy_rows(data, w as usize, stride, src.data_mut(plane), h as usize);
     }
     let mut out = ff::frame::Video::new(Pixel::RGB24, tw, th);
-    let mut ctx = scaling::Context::get(Pixel::YUV444P, w, h, Pixel::RGB24, tw, th, scaling::Flags::AREA | scaling::Flags::ACCURATE_RND)?;
-    // SAFETY: as in colour_scaler: a valid context and a static coefficient table.
-    let rc = unsafe {
-        let coeffs = ff::ffi::sws_getCoefficients(ff::ffi::SWS_CS_ITU709);
-        ff::ffi::sws_setColorspaceDetails(ctx.as_mut_ptr(), coeffs, 0, coeffs, 1, 0, 1 << 16, 1 << 16)
-    };
-    if rc < 0 {
-        return Err(MediaError::Ffmpeg(ff::Error::from(rc)));
-    }
-    ctx.run(&src, &mut out)?;
+    bt709_scaler(Pixel::YUV444P, (w, h), Pixel::RGB24, (tw, th), flags)?.run(&src, &mut out)?;
     let stride = out.stride(0);
     let mut data = Vec::with_capacity((tw * th * 3) as usize);
     for y in 0..th as usize {
