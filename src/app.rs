@@ -39,6 +39,8 @@ pub struct App {
     pub upload_slots: Arc<tokio::sync::Semaphore>,
     /// Timeline previews by segment id.
     pub thumbs: ThumbCache,
+    /// Failed web logins per user name, for rate limiting.
+    pub login_failures: LoginLimiter,
     stop: Arc<AtomicBool>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -83,6 +85,7 @@ impl App {
         let stop = Arc::new(AtomicBool::new(false));
         let retention = Retention {
             retention_ms: config.retention.as_millis() as i64,
+            max_bytes: config.max_bytes,
             keep_originals_ms: config.keep_originals.as_millis() as i64,
             clock: clock.clone(),
             layout: layout.clone(),
@@ -107,6 +110,7 @@ impl App {
                 2 * std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
             )),
             thumbs: ThumbCache::default(),
+            login_failures: LoginLimiter::default(),
             stop,
             threads: Mutex::new(vec![retention_thread]),
         }))
@@ -121,6 +125,7 @@ impl App {
     pub fn retention_sweep(&self) -> Result<Sweep, crate::index::IndexError> {
         Retention {
             retention_ms: self.config.retention.as_millis() as i64,
+            max_bytes: self.config.max_bytes,
             keep_originals_ms: self.config.keep_originals.as_millis() as i64,
             clock: self.clock.clone(),
             layout: self.layout.clone(),
@@ -172,6 +177,36 @@ impl ThumbCache {
                 map.remove(&old);
             }
         }
+    }
+}
+
+/// Failed logins per user name in a sliding window: past the limit, logins for that name
+/// answer 429 until the window has passed, so a password cannot be guessed at Argon2 speed.
+#[derive(Default)]
+pub struct LoginLimiter(Mutex<std::collections::HashMap<String, Vec<i64>>>);
+
+impl LoginLimiter {
+    pub const MAX_FAILURES: usize = 5;
+    pub const WINDOW_MS: i64 = 15 * 60_000;
+
+    pub fn is_blocked(&self, name: &str, now_ms: i64) -> bool {
+        let mut map = self.0.lock().expect("login lock");
+        let failures = map.entry(name.to_string()).or_default();
+        failures.retain(|t| now_ms - t < Self::WINDOW_MS);
+        failures.len() >= Self::MAX_FAILURES
+    }
+
+    pub fn record_failure(&self, name: &str, now_ms: i64) {
+        let mut map = self.0.lock().expect("login lock");
+        // Bounded: forget everything if an attacker sprays names.
+        if map.len() > 100_000 {
+            map.clear();
+        }
+        map.entry(name.to_string()).or_default().push(now_ms);
+    }
+
+    pub fn clear(&self, name: &str) {
+        self.0.lock().expect("login lock").remove(name);
     }
 }
 

@@ -40,6 +40,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Footage older than this is deleted.
     pub retention: Duration,
+    /// Besides age: when stored footage exceeds this many bytes, the oldest goes first (0 = no budget).
+    pub max_bytes: u64,
     /// A minute is encoded once wall-clock time passes its end plus this.
     pub segment_grace: Duration,
     /// A minute whose first capture is after :00 starts with the device's previous capture if it is at most this old.
@@ -69,6 +71,7 @@ impl Default for Config {
             listen: "127.0.0.1:8080".parse().expect("valid literal"),
             data_dir: PathBuf::from("./screentape-data"),
             retention: Duration::from_secs(24 * 3600),
+            max_bytes: 0,
             segment_grace: Duration::from_secs(15),
             carry_max_age: Duration::from_secs(60),
             max_future: Duration::from_secs(300),
@@ -99,6 +102,7 @@ pub const KEYS: &[&str] = &[
     "listen",
     "data_dir",
     "retention",
+    "max_bytes",
     "segment_grace",
     "carry_max_age",
     "max_future",
@@ -157,6 +161,7 @@ impl Config {
             "listen" => self.listen = value.parse().map_err(|e: std::net::AddrParseError| bad(e.to_string()))?,
             "data_dir" => self.data_dir = PathBuf::from(value),
             "retention" => self.retention = duration(value)?,
+            "max_bytes" => self.max_bytes = number(value)?,
             "segment_grace" => self.segment_grace = duration(value)?,
             "carry_max_age" => self.carry_max_age = duration(value)?,
             "max_future" => self.max_future = duration(value)?,

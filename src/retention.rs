@@ -13,6 +13,8 @@ use crate::metrics::Metrics;
 /// Retention settings and the pieces it works on.
 pub struct Retention {
     pub retention_ms: i64,
+    /// Byte budget for stored footage (0 = none).
+    pub max_bytes: u64,
     pub keep_originals_ms: i64,
     pub clock: SharedClock,
     pub layout: Layout,
@@ -32,7 +34,12 @@ impl Retention {
     /// Blocking.
     pub fn sweep(&self) -> Result<Sweep, crate::index::IndexError> {
         let cutoff_ms = self.clock.now_ms() - self.retention_ms;
-        let files = self.index.expire_before(cutoff_ms)?;
+        let mut files = self.index.expire_before(cutoff_ms)?;
+        if self.max_bytes > 0 {
+            if let Some(budget_cutoff) = self.index.budget_cutoff(self.max_bytes)? {
+                files = self.index.expire_before(budget_cutoff)?;
+            }
+        }
         let files_removed = crate::garbage::collect(&self.layout, &self.index, &files);
         Metrics::add(&self.metrics.files_expired, files_removed as u64);
         self.index.delete_expired_sessions(self.clock.now_ms())?;

@@ -33,7 +33,11 @@ pub async fn login(State(app): State<Arc<App>>, headers: HeaderMap, body: axum::
         .map_err(|_| ApiError::BadRequest("bad_login", "expected JSON {\"user\": \"…\", \"password\": \"…\"}".into()))?;
     let index = app.index.clone();
     let now_ms = app.clock.now_ms();
-    let (token, name, is_admin) = blocking(move || {
+    if app.login_failures.is_blocked(&form.user, now_ms) {
+        return Err(ApiError::TooManyRequests);
+    }
+    let attempted = form.user.clone();
+    let result = blocking(move || {
         let found = index.user_by_name(&form.user)?;
         // Verify against a dummy hash when the user is unknown, so timing does not reveal names.
         let (user, stored) = match found {
@@ -46,7 +50,15 @@ pub async fn login(State(app): State<Arc<App>>, headers: HeaderMap, body: axum::
         index.create_session(&hash, user.id, now_ms + SESSION_MS)?;
         Ok((token, user.name, user.is_admin))
     })
-    .await?;
+    .await;
+    let (token, name, is_admin) = match result {
+        Err(ApiError::Unauthorized) => {
+            app.login_failures.record_failure(&attempted, now_ms);
+            return Err(ApiError::Unauthorized);
+        }
+        other => other?,
+    };
+    app.login_failures.clear(&attempted);
     let cookie = format!("{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}", SESSION_MS / 1000);
     let mut response = Json(serde_json::json!({ "user": name, "admin": is_admin })).into_response();
     response.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).map_err(ApiError::internal)?);

@@ -469,6 +469,25 @@ impl Index {
         })
     }
 
+    /// The end time at or before which segments must go for the rest to fit in `max_bytes`
+    /// (segments and inits together), oldest first across devices; None when they already fit.
+    pub fn budget_cutoff(&self, max_bytes: u64) -> Result<Option<i64>> {
+        self.with(|c| {
+            let inits: i64 = c.query_row("SELECT COALESCE(SUM(bytes), 0) FROM inits", [], |r| r.get(0))?;
+            let mut st = c.prepare("SELECT end_ms, bytes FROM segments ORDER BY end_ms DESC")?;
+            let mut rows = st.query([])?;
+            let mut kept = inits.max(0) as u64;
+            while let Some(r) = rows.next()? {
+                let (end_ms, bytes): (i64, i64) = (r.get(0)?, r.get(1)?);
+                kept += bytes.max(0) as u64;
+                if kept > max_bytes {
+                    return Ok(Some(end_ms));
+                }
+            }
+            Ok(None)
+        })
+    }
+
     /// Files whose rows are gone but which may still be on disk.
     pub fn garbage(&self) -> Result<Vec<String>> {
         self.with(|c| {

@@ -95,3 +95,25 @@ fn secrets_are_hashed_at_rest() {
         assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()), "a secret is stored in clear");
     }
 }
+
+#[test]
+fn repeated_wrong_passwords_are_rate_limited_per_user() {
+    let s = Server::start();
+    let ann = s.add_user("ann", false);
+    let login = |password: &str| {
+        s.client
+            .post(s.url("/api/v1/login"))
+            .header("content-type", "application/json")
+            .body(serde_json::json!({ "user": "ann", "password": password }).to_string())
+            .send()
+            .unwrap()
+    };
+    for _ in 0..5 {
+        assert_eq!(login("guess").status(), 401);
+    }
+    let blocked = login(&ann.password);
+    assert_eq!(blocked.status(), 429, "even the right password waits once the limit is hit");
+    assert!(blocked.headers().contains_key("retry-after"));
+    s.clock.advance_ms(16 * 60_000);
+    assert_eq!(login(&ann.password).status(), 200, "the window passes");
+}

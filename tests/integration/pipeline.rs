@@ -286,3 +286,126 @@ fn segments_answer_range_requests() {
     let bad = s.get(&v.token, &url).header("range", format!("bytes={}-", whole.len())).send().unwrap();
     assert_eq!(bad.status(), 416);
 }
+
+#[test]
+fn a_byte_budget_deletes_the_oldest_footage_first() {
+    let s = Server::start();
+    let v = s.add_user("ann", true);
+    let (a, token_a) = s.add_device("a", None);
+    let (_, token_b) = s.add_device("b", None);
+    s.clock.set_ms(T0 + 6 * MIN);
+    for m in 0..6 {
+        let token = if m % 2 == 0 { &token_a } else { &token_b };
+        let (png, _) = shot(320, 200, T0 + m * MIN + 5, m as u64);
+        assert_eq!(s.upload(token, T0 + m * MIN + 5, &png).status(), 201);
+    }
+    s.advance_and_encode(T0 + 6 * MIN + 15_000);
+    let all = s.app.index.all_segments().unwrap();
+    assert_eq!(all.len(), 6);
+    let inits: i64 = s.app.index.all_inits().unwrap().iter().map(|i| i.bytes).sum();
+    // Room for the newest three segments only.
+    let mut newest: Vec<_> = all.iter().map(|x| (x.end_ms, x.bytes)).collect();
+    newest.sort();
+    let budget = (inits + newest[3..].iter().map(|x| x.1).sum::<i64>()) as u64;
+    let mut config = s.app.config.clone();
+    config.max_bytes = budget;
+    screentape::retention::Retention {
+        retention_ms: config.retention.as_millis() as i64,
+        max_bytes: config.max_bytes,
+        keep_originals_ms: 0,
+        clock: s.app.clock.clone(),
+        layout: s.app.layout.clone(),
+        index: s.app.index.clone(),
+        metrics: s.app.metrics.clone(),
+    }
+    .sweep()
+    .unwrap();
+    let left: Vec<i64> = s.app.index.all_segments().unwrap().iter().map(|x| x.start_ms - T0).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    assert_eq!(left, vec![3 * MIN, 4 * MIN, 5 * MIN], "the three oldest minutes went, across devices");
+    let stored: i64 = s.app.index.all_segments().unwrap().iter().map(|x| x.bytes).sum::<i64>()
+        + s.app.index.all_inits().unwrap().iter().map(|i| i.bytes).sum::<i64>();
+    assert!(stored as u64 <= budget);
+    assert!(screentape::check::check(&s.app.layout, &s.app.index, false).unwrap().is_consistent());
+    // What remains still plays.
+    assert!(!fetch_all(&s, &v, &a).is_empty());
+}
+
+#[test]
+fn readers_racing_retention_get_whole_files_or_clean_404s() {
+    let s = Server::start();
+    let v = s.add_user("ann", true);
+    let (device, token) = s.add_device("laptop", None);
+    s.clock.set_ms(T0 + 10 * MIN);
+    for m in 0..10 {
+        let (png, _) = shot(320, 200, T0 + m * MIN + 5, m as u64);
+        assert_eq!(s.upload(&token, T0 + m * MIN + 5, &png).status(), 201);
+    }
+    s.advance_and_encode(T0 + 10 * MIN + 15_000);
+    let urls: Vec<(String, Vec<u8>)> = s
+        .app
+        .index
+        .all_segments()
+        .unwrap()
+        .iter()
+        .map(|seg| {
+            let url = s.url(&format!("/api/v1/devices/{device}/segments/{}.m4s", seg.id));
+            let body = s.get(&v.token, &url).send().unwrap().bytes().unwrap().to_vec();
+            (url, body)
+        })
+        .collect();
+    let export = s.url(&format!("/api/v1/devices/{device}/export.mp4?from={T0}&to={}", T0 + 10 * MIN));
+    let export_len = s.get(&v.token, &export).send().unwrap().bytes().unwrap().len();
+    // Expire everything while readers hammer the files.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            let (urls, export, token, stop) = (urls.clone(), export.clone(), v.token.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let client = reqwest::blocking::Client::new();
+                let (mut whole, mut gone) = (0, 0);
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    for (url, body) in &urls {
+                        let r = client.get(url).bearer_auth(&token).send().unwrap();
+                        match r.status().as_u16() {
+                            200 => {
+                                assert_eq!(&r.bytes().unwrap()[..], &body[..], "a 200 carries the whole file");
+                                whole += 1;
+                            }
+                            404 => {
+                                assert_eq!(r.json::<serde_json::Value>().unwrap()["error"], "not_found");
+                                gone += 1;
+                            }
+                            other => panic!("segment answered {other}"),
+                        }
+                    }
+                    let r = client.get(&export).bearer_auth(&token).send().unwrap();
+                    match r.status().as_u16() {
+                        200 => {
+                            // A whole MP4 of what remained when the request was served: it parses.
+                            let file = r.bytes().unwrap().to_vec();
+                            assert!(file.len() <= export_len);
+                            let (init, media) = mp4::split_init(&file).expect("a complete MP4");
+                            assert!(!init.is_empty() && mp4::boxes(media).is_ok(), "no truncated box");
+                        }
+                        404 => gone += 1,
+                        other => panic!("export answered {other}"),
+                    }
+                }
+                (whole, gone)
+            })
+        })
+        .collect();
+    for minute in 1..=10 {
+        s.clock.set_ms(T0 + minute * MIN + 24 * 3_600_000);
+        s.app.retention_sweep().unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (mut whole, mut gone) = (0, 0);
+    for r in readers {
+        let (w, g) = r.join().unwrap();
+        whole += w;
+        gone += g;
+    }
+    assert!(gone > 0, "the readers saw files disappear ({whole} whole, {gone} gone)");
+    assert!(s.app.index.all_segments().unwrap().is_empty());
+}
