@@ -68,9 +68,22 @@ pub fn parse_time_ms(text: &str) -> Option<i64> {
     if text.bytes().all(|b| b.is_ascii_digit()) {
         return text.parse::<i64>().ok().filter(|ms| *ms < 1 << 50);
     }
-    let t = humantime::parse_rfc3339_weak(text).ok()?;
-    let ms = t.duration_since(UNIX_EPOCH).ok()?.as_millis();
-    i64::try_from(ms).ok()
+    // RFC 3339 allows a numeric offset (`+02:00`); humantime takes only UTC, so apply it here.
+    let (base, offset_ms) = match text.len().checked_sub(6).map(|at| text.split_at(at)) {
+        Some((base, off)) if base.contains('T') && (off.starts_with('+') || off.starts_with('-')) && off.as_bytes()[3] == b':' => {
+            let hours: i64 = off[1..3].parse().ok()?;
+            let minutes: i64 = off[4..6].parse().ok()?;
+            if hours > 23 || minutes > 59 {
+                return None;
+            }
+            let sign = if off.starts_with('-') { -1 } else { 1 };
+            (base, sign * (hours * 60 + minutes) * 60_000)
+        }
+        _ => (text, 0),
+    };
+    let t = humantime::parse_rfc3339_weak(base.trim_end_matches(['Z', 'z'])).ok()?;
+    let ms = i64::try_from(t.duration_since(UNIX_EPOCH).ok()?.as_millis()).ok()?;
+    Some(ms - offset_ms)
 }
 
 #[cfg(test)]
@@ -82,6 +95,10 @@ mod tests {
         assert_eq!(parse_time_ms("1764151207250"), Some(1_764_151_207_250));
         assert_eq!(parse_time_ms("2025-11-26T10:00:07.250Z"), Some(1_764_151_207_250));
         assert_eq!(parse_time_ms("2025-11-26T10:00:07Z"), Some(1_764_151_207_000));
+        assert_eq!(parse_time_ms("2025-11-26T12:00:07.250+02:00"), Some(1_764_151_207_250));
+        assert_eq!(parse_time_ms("2025-11-26T05:30:07.250-04:30"), Some(1_764_151_207_250));
+        assert_eq!(parse_time_ms("2025-11-26T10:00:07+25:00"), None);
+        assert_eq!(parse_time_ms("2025-13-26T10:00:07Z"), None);
         assert_eq!(parse_time_ms(""), None);
         assert_eq!(parse_time_ms("-5"), None);
         assert_eq!(parse_time_ms("yesterday"), None);

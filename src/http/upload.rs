@@ -51,12 +51,14 @@ async fn accept(
     if !mime.eq_ignore_ascii_case("image/png") {
         return Err(ApiError::UnsupportedMediaType);
     }
-    let capture_ms = match headers.get("x-capture-time") {
+    let mut capture_headers = headers.get_all("x-capture-time").iter();
+    let (first, second) = (capture_headers.next(), capture_headers.next());
+    let capture_ms = match first {
         None => app.clock.now_ms(),
-        Some(v) => v.to_str().ok().and_then(parse_time_ms).ok_or_else(|| {
+        Some(v) => v.to_str().ok().filter(|_| second.is_none()).and_then(parse_time_ms).ok_or_else(|| {
             ApiError::BadRequest(
                 "bad_capture_time",
-                "X-Capture-Time must be unix milliseconds or an RFC 3339 time such as 2026-11-26T10:00:07.250Z".into(),
+                "X-Capture-Time must be one unix-milliseconds or RFC 3339 time such as 2026-11-26T10:00:07.250Z".into(),
             )
         })?,
     };

@@ -55,9 +55,7 @@ pub fn probe(bytes: &[u8], max_dimension: u32) -> Result<(u32, u32), PngError> {
 /// Alpha is dropped: screenshots are opaque, and the colour under a transparent pixel is kept as is.
 pub fn decode_rgb(bytes: &[u8], max_dimension: u32) -> Result<RgbImage, PngError> {
     let (width, height) = probe(bytes, max_dimension)?;
-    // The decoder's own allocation cap: the largest output this header can need, plus slack.
-    let limit = (width as usize) * (height as usize) * 8 + (1 << 20);
-    let mut decoder = png::Decoder::new_with_limits(Cursor::new(bytes), png::Limits { bytes: limit });
+    let mut decoder = decoder(bytes, (width as usize) * (height as usize) * 8);
     decoder.set_transformations(png::Transformations::normalize_to_color8());
     let mut reader = decoder.read_info().map_err(undecodable)?;
     let mut buf = vec![0; reader.output_buffer_size()];
@@ -82,6 +80,19 @@ pub fn decode_rgb(bytes: &[u8], max_dimension: u32) -> Result<RgbImage, PngError
     Ok(RgbImage { width, height, data })
 }
 
+/// A decoder whose allocations are capped at `image_bytes` (what the header says the pixels need)
+/// plus what the chunks themselves may take: the png crate buffers every non-image chunk whole
+/// (for its CRC) and charges the buffer's doublings to the limit without crediting them back, so
+/// ancillary chunks can cost up to twice the body, which the caller has already size-checked.
+/// Text and ICC chunks are not parsed: pixels are treated as sRGB and no metadata is kept.
+fn decoder(bytes: &[u8], image_bytes: usize) -> png::Decoder<Cursor<&[u8]>> {
+    let limit = image_bytes + 2 * bytes.len() + (1 << 20);
+    let mut decoder = png::Decoder::new_with_limits(Cursor::new(bytes), png::Limits { bytes: limit });
+    decoder.set_ignore_text_chunk(true);
+    decoder.set_ignore_iccp_chunk(true);
+    decoder
+}
+
 fn undecodable(e: png::DecodingError) -> PngError {
     match e {
         png::DecodingError::LimitsExceeded => PngError::Undecodable("image needs more memory than its size allows".into()),
@@ -93,8 +104,7 @@ fn undecodable(e: png::DecodingError) -> PngError {
 /// uploads are validated without allocating a full frame.
 pub fn validate(bytes: &[u8], max_dimension: u32) -> Result<(u32, u32), PngError> {
     let (width, height) = probe(bytes, max_dimension)?;
-    let limit = (width as usize) * 8 * 2 + (1 << 20);
-    let mut decoder = png::Decoder::new_with_limits(Cursor::new(bytes), png::Limits { bytes: limit });
+    let mut decoder = decoder(bytes, (width as usize) * 8 * 2);
     decoder.set_transformations(png::Transformations::IDENTITY);
     let mut reader = decoder.read_info().map_err(undecodable)?;
     let mut rows = 0u64;

@@ -51,7 +51,6 @@ fn upload_errors_answer_as_documented_and_harm_nothing_else() {
         case("signature only", &ok, "image/png", t(T0 + 2), good[..8].to_vec(), 400, "bad_png"),
         case("decompression bomb header", &ok, "image/png", t(T0 + 2), pngs::lying_header(60_000, 60_000), 413, "image_too_large"),
         case("8193 wide", &ok, "image/png", t(T0 + 2), pngs::lying_header(8193, 8193), 413, "image_too_large"),
-        case("body over the limit", &ok, "image/png", t(T0 + 2), vec![0x89; (1 << 20) + 1], 413, "body_too_large"),
         case("same time, other image", &ok, "image/png", t(T0), other.clone(), 409, "conflict"),
         case("older than retention", &ok, "image/png", t(T0 - 25 * 3_600_000), good.clone(), 422, "capture_too_old"),
         case("far future", &ok, "image/png", t(T0 + 3_600_000), good.clone(), 422, "capture_in_future"),
@@ -69,6 +68,24 @@ fn upload_errors_answer_as_documented_and_harm_nothing_else() {
         let body: serde_json::Value = r.json().unwrap_or_else(|e| panic!("{}: not JSON: {e}", c.name));
         assert_eq!(body["error"], c.code, "{}", c.name);
         assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{}", c.name);
+    }
+    // A body over the limit is refused from its Content-Length, before it is read. (A client still
+    // sending then sees the connection close, as with any server; raw TCP reads the answer cleanly.)
+    {
+        use std::io::{Read, Write};
+        let mut tcp = std::net::TcpStream::connect(s.base.trim_start_matches("http://")).unwrap();
+        write!(
+            tcp,
+            "POST /api/v1/frames HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: image/png\r\nContent-Length: {}\r\n\r\n",
+            (1 << 20) + 1
+        )
+        .unwrap();
+        tcp.write_all(&good[..64]).unwrap();
+        tcp.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+        let mut answer = vec![0u8; 4096];
+        let n = tcp.read(&mut answer).unwrap();
+        let answer = String::from_utf8_lossy(&answer[..n]);
+        assert!(answer.starts_with("HTTP/1.1 413") && answer.contains("body_too_large"), "{answer}");
     }
     // The identical retry is a 200; RFC 3339 works as well as milliseconds.
     let r = s
@@ -180,4 +197,167 @@ fn a_full_disk_answers_507_and_recovers_when_space_returns() {
     let report = screentape::check::check(&s.app.layout, &s.app.index, false).unwrap();
     assert!(report.is_consistent(), "{report:?}");
     drop(s);
+}
+
+/// (name, headers replacing the defaults, body, expected status, expected error code)
+type RawCase = (&'static str, Vec<(&'static str, String)>, Vec<u8>, u16, &'static str);
+
+/// One upload with arbitrary headers; returns (status, error code or "", message).
+fn raw_upload(s: &Server, headers: &[(&str, &str)], body: Vec<u8>) -> (u16, String, String) {
+    let mut req = s.client.post(s.url("/api/v1/frames")).body(body);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let r = req.send().unwrap();
+    let status = r.status().as_u16();
+    let body = r.json::<serde_json::Value>().unwrap_or_default();
+    let text = |k: &str| body[k].as_str().unwrap_or_default().to_string();
+    (status, text("error"), text("message"))
+}
+
+#[test]
+fn hostile_and_odd_uploads_answer_as_documented_while_other_devices_upload() {
+    let s = Server::start_with(|c| c.max_body_bytes = 2 << 20);
+    let (_, token) = s.add_device("laptop", None);
+    let (other_device, other_token) = s.add_device("bystander", None);
+    s.clock.set_ms(T0 + 50_000);
+    let auth = format!("Bearer {token}");
+    let base = pngs::make(40, 30, 8, 2, false, |x, y, c| ((x * 5 + y * 3 + c as u32 * 60) % 256) as u16);
+
+    // A bystander device uploads throughout; every one of its frames must be stored.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let bystander = {
+        let (url, tok, stop) = (s.url("/api/v1/frames"), other_token.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let client = reqwest::blocking::Client::new();
+            let mut n = 0i64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) && n < 200 {
+                let png = screentape::ingest::png::encode_rgb(&screentape::synth::screenshot(64, 48, T0 + n * 100, n as u64, 9));
+                let r = client
+                    .post(&url)
+                    .bearer_auth(&tok)
+                    .header("content-type", "image/png")
+                    .header("x-capture-time", (T0 + n * 100).to_string())
+                    .body(png)
+                    .send()
+                    .unwrap();
+                assert_eq!(r.status(), 201, "the bystander's upload {n}");
+                n += 1;
+            }
+            n
+        })
+    };
+
+    let no_iend = pngs::rechunk(&base, |k, d| if k == b"IEND" { vec![] } else { vec![pngs::chunk(k, d)] });
+    let no_idat = pngs::rechunk(&base, |k, d| if k == b"IDAT" { vec![] } else { vec![pngs::chunk(k, d)] });
+    let bad_zlib = pngs::rechunk(&base, |k, d| if k == b"IDAT" { vec![pngs::chunk(k, &vec![0x78; d.len()])] } else { vec![pngs::chunk(k, d)] });
+    let apng = pngs::rechunk(&base, |k, d| {
+        if k == b"IDAT" {
+            vec![pngs::chunk(b"acTL", &[0, 0, 0, 1, 0, 0, 0, 0]), pngs::chunk(k, d)]
+        } else {
+            vec![pngs::chunk(k, d)]
+        }
+    });
+    let big_text = pngs::rechunk(&base, |k, d| {
+        if k == b"IDAT" {
+            let mut text = b"Comment\0".to_vec();
+            text.extend(vec![b'x'; 1 << 20]);
+            vec![pngs::chunk(b"tEXt", &text), pngs::chunk(k, d)]
+        } else {
+            vec![pngs::chunk(k, d)]
+        }
+    });
+    let mut trailing = base.clone();
+    trailing.extend_from_slice(b"trailing garbage after IEND");
+    let zero_width = pngs::lying_header(0, 30);
+    let mut bad_colour = base.clone();
+    bad_colour[8 + 8 + 9] = 5; // colour type 5 does not exist; CRC now wrong too
+    let odd = pngs::make(1921, 1081, 8, 2, false, |x, y, c| ((x ^ y) as u16 + c as u16) % 256);
+    let long_token = format!("Bearer stdev_{}", "a".repeat(10_000));
+
+    let mut t = T0;
+    let mut next_t = || {
+        t += 1_000;
+        t.to_string()
+    };
+    let ct = ("content-type", "image/png");
+    #[rustfmt::skip]
+    let cases: Vec<RawCase> = vec![
+        ("missing IEND", vec![], no_iend, 400, "bad_png"),
+        ("no IDAT", vec![], no_idat, 400, "bad_png"),
+        ("corrupt zlib stream", vec![], bad_zlib, 400, "bad_png"),
+        ("zero width", vec![], zero_width, 400, "bad_png"),
+        ("invalid colour type", vec![], bad_colour, 400, "bad_png"),
+        ("APNG: the default image is stored", vec![], apng, 201, ""),
+        ("trailing garbage after IEND is ignored", vec![], trailing, 201, ""),
+        ("1 MiB text chunk within the body limit", vec![], big_text, 201, ""),
+        ("odd size 1921x1081", vec![], odd, 201, ""),
+        ("RFC 3339 with an offset", vec![("x-capture-time", "2025-11-26T12:00:40.000+02:00".into())], base.clone(), 201, ""),
+        ("content type with a parameter", vec![("content-type", "image/png; charset=binary".into())], base.clone(), 201, ""),
+        ("content type in capitals", vec![("content-type", "IMAGE/PNG".into())], base.clone(), 201, ""),
+        ("duplicate capture-time headers", vec![("x-capture-time", next_t()), ("x-capture-time", next_t())], base.clone(), 400, "bad_capture_time"),
+        ("empty capture time", vec![("x-capture-time", String::new())], base.clone(), 400, "bad_capture_time"),
+        ("capture time with a unit", vec![("x-capture-time", "1764151200000ms".into())], base.clone(), 400, "bad_capture_time"),
+        ("basic auth", vec![("authorization", "Basic YTpi".into())], base.clone(), 401, "unauthorized"),
+        ("bearer without a token", vec![("authorization", "Bearer".into())], base.clone(), 401, "unauthorized"),
+        ("bearer with spaces only", vec![("authorization", "Bearer    ".into())], base.clone(), 401, "unauthorized"),
+        ("a 10 kB token", vec![("authorization", long_token.clone())], base.clone(), 401, "unauthorized"),
+        ("no content type", vec![("content-type", String::new())], base.clone(), 415, "unsupported_media_type"),
+    ];
+    for (name, extra, body, status, code) in cases {
+        let capture = next_t();
+        let mut headers: Vec<(&str, &str)> = vec![("authorization", auth.as_str()), ct, ("x-capture-time", capture.as_str())];
+        // A case's headers replace the defaults of the same name; an empty content type means none.
+        for (k, _) in &extra {
+            headers.retain(|(hk, _)| hk != k);
+        }
+        for (k, v) in &extra {
+            if !v.is_empty() || *k == "x-capture-time" {
+                headers.push((k, v.as_str()));
+            }
+        }
+        let (got, got_code, message) = raw_upload(&s, &headers, body);
+        assert_eq!((got, got_code.as_str()), (status, code), "{name}: {message}");
+    }
+
+    // A client that trickles its body is cut off, and the server carries on.
+    {
+        use std::io::Write;
+        let s2 = Server::start_with(|c| c.request_timeout = std::time::Duration::from_secs(1));
+        let (_, tok) = s2.add_device("slow", None);
+        let mut tcp = std::net::TcpStream::connect(s2.base.trim_start_matches("http://")).unwrap();
+        write!(tcp, "POST /api/v1/frames HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {tok}\r\nContent-Type: image/png\r\nContent-Length: 100000\r\n\r\n").unwrap();
+        tcp.write_all(&base[..10]).unwrap();
+        tcp.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+        let mut answer = String::new();
+        let _ = std::io::Read::read_to_string(&mut tcp, &mut answer);
+        assert!(answer.starts_with("HTTP/1.1 408"), "a slow body gets 408: {answer:?}");
+        assert_eq!(s2.client.get(s2.url("/healthz")).send().unwrap().status(), 200);
+    }
+
+    // Paths that try to escape: nothing but a 404 (or 401 without credentials).
+    let viewer = s.add_user("root", true);
+    for path in ["/api/v1/devices/..%2F..%2Fetc/timeline", "/api/v1/devices/../../etc/passwd", "/api/v1/devices/%00/frame.png?t=1"] {
+        let status = s.get(&viewer.token, path).send().unwrap().status().as_u16();
+        assert!(status == 404 || status == 400, "{path}: {status}");
+    }
+
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let sent = bystander.join().unwrap();
+    s.advance_and_encode(T0 + 3 * 60_000);
+    assert_eq!(s.app.index.frames_between(&other_device, 0, i64::MAX).unwrap().len() as i64, sent, "the bystander lost nothing");
+}
+
+#[test]
+fn device_names_are_checked_and_never_become_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_screentape");
+    let run = |name: &str| std::process::Command::new(bin).args(["device", "add", name, "--json", "--data-dir"]).arg(dir.path()).output().unwrap();
+    let out = run("../../etc/passwd");
+    assert!(out.status.success(), "an odd name is just a name");
+    let id = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["device"].as_str().unwrap().to_string();
+    assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "ids are generated, never taken from names: {id}");
+    assert!(!run(&"x".repeat(65)).status.success(), "over-long name refused");
+    assert!(!run("").status.success(), "empty name refused");
+    assert!(!run("tab\there").status.success(), "control characters refused");
 }

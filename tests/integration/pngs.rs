@@ -85,3 +85,19 @@ pub fn lying_header(w: u32, h: u32) -> Vec<u8> {
     out.extend_from_slice(&good[8 + 25..]);
     out
 }
+
+/// Rebuilds a PNG from `make` with its chunks transformed (to break or extend it).
+pub fn rechunk(png: &[u8], f: impl Fn(&[u8; 4], &[u8]) -> Vec<Vec<u8>>) -> Vec<u8> {
+    let mut out = png[..8].to_vec();
+    let mut at = 8;
+    while at + 8 <= png.len() {
+        let len = u32::from_be_bytes(png[at..at + 4].try_into().unwrap()) as usize;
+        let kind: [u8; 4] = png[at + 4..at + 8].try_into().unwrap();
+        let data = &png[at + 8..at + 8 + len];
+        for c in f(&kind, data) {
+            out.extend(c);
+        }
+        at += 12 + len;
+    }
+    out
+}
