@@ -135,5 +135,5 @@ fn kill_9_under_load_loses_no_acknowledged_frame() {
     for key in ["orphan_files", "missing_files", "garbage_files"] {
         assert_eq!(report[key], serde_json::json!([]), "check: {report}");
     }
-    eprintln!("{trials} kill -9 trials, {} frames acknowledged, 0 lost, worst PSNR {worst:.2} dB", acked.len());
+    eprintln!("faults: crash: {trials} kill -9 trials, {} frames acknowledged, 0 lost, worst PSNR {worst:.2} dB, check consistent", acked.len());
 }

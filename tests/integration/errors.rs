@@ -55,6 +55,7 @@ fn upload_errors_answer_as_documented_and_harm_nothing_else() {
         case("older than retention", &ok, "image/png", t(T0 - 25 * 3_600_000), good.clone(), 422, "capture_too_old"),
         case("far future", &ok, "image/png", t(T0 + 3_600_000), good.clone(), 422, "capture_in_future"),
     ];
+    let tried = cases.len() + 2; // + the raw-TCP 413 and the identical retry below
     for c in &cases {
         let mut req = s.client.post(s.url("/api/v1/frames")).header("content-type", c.content_type).body(c.body.clone());
         if let Some(tok) = &c.token {
@@ -104,6 +105,7 @@ fn upload_errors_answer_as_documented_and_harm_nothing_else() {
     let frames = s.app.index.frames_between(&device, 0, i64::MAX).unwrap();
     assert_eq!(frames.iter().map(|f| f.capture_ms).collect::<Vec<_>>(), vec![T0]);
     assert_eq!(s.client.get(s.url("/healthz")).send().unwrap().status(), 200);
+    eprintln!("faults: bad input (statuses): {tried} cases tried, {tried} answered as documented, server up");
 }
 
 #[test]
@@ -127,6 +129,7 @@ fn every_png_colour_type_and_depth_is_accepted_and_encoded() {
     s.advance_and_encode(T0 + 2 * 60_000);
     let frames = s.app.index.frames_between(&device, 0, i64::MAX).unwrap();
     assert_eq!(frames.len(), variants.len(), "every variant is in a segment");
+    eprintln!("faults: bad input (PNG variety): {n} cases tried, {n} accepted and encoded", n = variants.len());
 }
 
 #[test]
@@ -145,6 +148,7 @@ fn overload_answers_503_with_retry_after() {
     // Once the backlog is encoded, uploads are accepted again.
     s.advance_and_encode(T0 + 2 * 60_000);
     assert_eq!(s.upload(&token, T0 + 60_000 + 9, &png).status(), 201);
+    eprintln!("faults: overload: 503 + Retry-After beyond the spool bound, accepted again after the backlog drained");
 }
 
 /// Mounts a tmpfs of `bytes` at a new temp dir (the test runs as root, as CI does).
@@ -197,6 +201,7 @@ fn a_full_disk_answers_507_and_recovers_when_space_returns() {
     let report = screentape::check::check(&s.app.layout, &s.app.index, false).unwrap();
     assert!(report.is_consistent(), "{report:?}");
     drop(s);
+    eprintln!("faults: disk full: 507 on a full 3 MiB tmpfs, stored frame intact, index consistent, uploads work again");
 }
 
 /// (name, headers replacing the defaults, body, expected status, expected error code)
@@ -304,6 +309,7 @@ fn hostile_and_odd_uploads_answer_as_documented_while_other_devices_upload() {
         ("a 10 kB token", vec![("authorization", long_token.clone())], base.clone(), 401, "unauthorized"),
         ("no content type", vec![("content-type", String::new())], base.clone(), 415, "unsupported_media_type"),
     ];
+    let raw_cases = cases.len() + 1 + 3; // + the trickling body and the three path escapes
     for (name, extra, body, status, code) in cases {
         let capture = next_t();
         let mut headers: Vec<(&str, &str)> = vec![("authorization", auth.as_str()), ct, ("x-capture-time", capture.as_str())];
@@ -346,6 +352,7 @@ fn hostile_and_odd_uploads_answer_as_documented_while_other_devices_upload() {
     let sent = bystander.join().unwrap();
     s.advance_and_encode(T0 + 3 * 60_000);
     assert_eq!(s.app.index.frames_between(&other_device, 0, i64::MAX).unwrap().len() as i64, sent, "the bystander lost nothing");
+    eprintln!("faults: bad input (hostile): {raw_cases} cases tried, {raw_cases} answered as documented; a bystander device uploaded {sent} frames meanwhile, 0 lost");
 }
 
 #[test]
@@ -360,4 +367,5 @@ fn device_names_are_checked_and_never_become_paths() {
     assert!(!run(&"x".repeat(65)).status.success(), "over-long name refused");
     assert!(!run("").status.success(), "empty name refused");
     assert!(!run("tab\there").status.success(), "control characters refused");
+    eprintln!("faults: bad input (device names): 4 cases tried, 4 answered as documented");
 }
