@@ -62,7 +62,8 @@ pub fn format_rfc3339_ms(t_ms: i64) -> String {
 /// Parses a time given as unix milliseconds or RFC 3339 (as API.md allows in headers and queries).
 pub fn parse_time_ms(text: &str) -> Option<i64> {
     let text = text.trim();
-    if text.is_empty() || text.len() > 64 {
+    // Both forms are ASCII; refusing anything else also keeps the byte slicing below on char boundaries.
+    if text.is_empty() || text.len() > 64 || !text.is_ascii() {
         return None;
     }
     if text.bytes().all(|b| b.is_ascii_digit()) {
@@ -104,6 +105,15 @@ mod tests {
         assert_eq!(parse_time_ms("yesterday"), None);
         assert_eq!(parse_time_ms("99999999999999999999999"), None);
         assert_eq!(format_rfc3339_ms(1_764_151_207_250), "2025-11-26T10:00:07.250Z");
+    }
+
+    /// Found by fuzz/fuzz_targets/capture_time.rs: a multi-byte character where the offset's
+    /// sign would be made the parser slice inside it and panic (reachable through `?t=`).
+    #[test]
+    fn regression_non_ascii_time_does_not_panic() {
+        for text in ["7Ν174:8", "2025-11-26T10:00:07.250+0Ν:00", "ΝΝΝΝΝΝΝΝ", "2025-11-26T10:00:07.2é+02:00"] {
+            assert_eq!(parse_time_ms(text), None, "{text}");
+        }
     }
 
     #[test]
