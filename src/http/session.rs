@@ -59,7 +59,10 @@ pub async fn login(State(app): State<Arc<App>>, headers: HeaderMap, body: axum::
         other => other?,
     };
     app.login_failures.clear(&attempted);
-    let cookie = format!("{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}", SESSION_MS / 1000);
+    // screentape does not terminate TLS; behind a TLS proxy the cookie must not travel in clear.
+    let over_tls = headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()).is_some_and(|p| p.eq_ignore_ascii_case("https"));
+    let secure = if over_tls { "; Secure" } else { "" };
+    let cookie = format!("{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}", SESSION_MS / 1000);
     let mut response = Json(serde_json::json!({ "user": name, "admin": is_admin })).into_response();
     response.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).map_err(ApiError::internal)?);
     Ok(response)

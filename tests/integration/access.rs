@@ -34,6 +34,7 @@ fn a_viewer_sees_only_its_devices_and_a_device_token_sees_nothing() {
             format!("/api/v1/devices/{dev}/segments/{}.m4s", bob_seg.id),
             format!("/api/v1/devices/{dev}/init/{}.mp4", bob_seg.init_id),
             format!("/api/v1/devices/{dev}/frame.png?t={}", T0 + 10),
+            format!("/api/v1/devices/{dev}/thumb.png?t={}", T0 + 10),
             format!("/api/v1/devices/{dev}/export.mp4?from={T0}&to={}", T0 + 60_000),
         ]
     };
@@ -74,7 +75,17 @@ fn web_login_sets_a_safe_session_cookie_and_logout_ends_it() {
     assert_eq!(r.status(), 200);
     let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
     assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    assert!(!cookie.contains("Secure"), "plain HTTP: no Secure flag, or the browser would drop it");
     let pair = cookie.split(';').next().unwrap().to_string();
+    let behind_tls = s
+        .client
+        .post(s.url("/api/v1/login"))
+        .header("content-type", "application/json")
+        .header("x-forwarded-proto", "https")
+        .body(serde_json::json!({ "user": "ann", "password": ann.password }).to_string())
+        .send()
+        .unwrap();
+    assert!(behind_tls.headers()["set-cookie"].to_str().unwrap().contains("; Secure"), "Secure behind a TLS proxy");
     let me = s.client.get(s.url("/api/v1/me")).header("cookie", &pair).send().unwrap();
     assert_eq!(me.status(), 200);
     assert_eq!(me.json::<serde_json::Value>().unwrap()["user"], "ann");
