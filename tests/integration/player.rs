@@ -119,8 +119,10 @@ fn the_player_shows_the_right_frame_after_seeks_steps_fast_play_and_gaps() {
     login(&b, &s, "eve", &eve);
     let eve_devices = b.run(
         r#"
-        for (let i = 0; i < 200 && document.getElementById('main').hidden; i++) await new Promise(r => setTimeout(r, 25));
-        await new Promise(r => setTimeout(r, 100));
+        // The player says so once it has the (empty) device list.
+        for (let i = 0; i < 400 && !document.getElementById('status').textContent.includes('No devices'); i++) {
+          await new Promise(r => setTimeout(r, 25));
+        }
         return document.getElementById('device').options.length;
         "#,
         json!({}),
@@ -252,7 +254,12 @@ fn the_player_shows_the_right_frame_after_seeks_steps_fast_play_and_gaps() {
     // The URL holds device and time, so a link reopens the same frame.
     let target = captures[321];
     seek(target);
-    let url = b.run("await new Promise(r => setTimeout(r, 600)); return location.href;", json!({}));
+    // The address bar is updated at most twice a second; wait for it to name this frame.
+    let url = b.run(
+        "for (let i = 0; i < 200 && !location.href.includes('t=' + args.t); i++) await new Promise(r => setTimeout(r, 25));
+         return location.href;",
+        json!({ "t": target }),
+    );
     let url = url.as_str().unwrap().to_string();
     assert!(url.contains(&format!("device={device}")) && url.contains(&format!("t={target}")), "{url}");
     b.goto(&url);
