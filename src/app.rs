@@ -60,7 +60,8 @@ impl App {
             tracing::warn!(orphans = report.orphan_files.len(), missing = ?report.missing_files, "start-up check repaired the data dir");
         }
         let pending = Arc::new(Pending::default());
-        let recovered = recover_spool(&layout, &index, &pending)?;
+        let expired_before_ms = clock.now_ms() - config.retention.as_millis() as i64;
+        let recovered = recover_spool(&layout, &index, &pending, expired_before_ms)?;
         tracing::info!(recovered, "spool recovered");
 
         let metrics = Arc::new(Metrics::default());
@@ -211,7 +212,8 @@ impl LoginLimiter {
 }
 
 /// Rebuilds the pending set from the spool directory: every spool file not yet in the index.
-fn recover_spool(layout: &Layout, index: &Index, pending: &Pending) -> Result<usize, AppError> {
+/// Files captured before `expired_before_ms` are past retention: removed, never re-queued.
+fn recover_spool(layout: &Layout, index: &Index, pending: &Pending, expired_before_ms: i64) -> Result<usize, AppError> {
     let mut recovered = 0;
     let Ok(devices) = std::fs::read_dir(layout.spool_root()) else { return Ok(0) };
     for dev in devices.flatten() {
@@ -222,6 +224,12 @@ fn recover_spool(layout: &Layout, index: &Index, pending: &Pending) -> Result<us
         let Ok(files) = std::fs::read_dir(dev.path()) else { continue };
         for f in files.flatten() {
             let Some(capture_ms) = f.file_name().to_str().and_then(Layout::parse_spool_name) else { continue };
+            if capture_ms < expired_before_ms {
+                if let Err(e) = crate::fsutil::remove_if_exists(&f.path()) {
+                    tracing::warn!(error = %e, "cannot remove an expired spool file");
+                }
+                continue;
+            }
             // A file already in the index is a kept carry picture, or one whose release a crash
             // interrupted; the device's next encode releases it.
             if index.frame_sha256(&device_id, capture_ms)?.is_none() {

@@ -43,9 +43,10 @@ impl Retention {
         let files_removed = crate::garbage::collect(&self.layout, &self.index, &files);
         Metrics::add(&self.metrics.files_expired, files_removed as u64);
         self.index.delete_expired_sessions(self.clock.now_ms())?;
-        // Spool files are normally gone within seconds of their minute; one older than the window
-        // plus an hour is a device's kept carry picture (or a frame that could never be encoded).
-        let mut spool_files_removed = remove_old_spool(&self.layout, cutoff_ms - 3_600_000);
+        // Spool files older than the window go too (kept originals, a device's carry picture, a frame
+        // never encoded): left behind, a restart would take them for pending frames and bring
+        // expired footage back. An encode reading one at this moment finds it gone and skips it.
+        let mut spool_files_removed = remove_old_spool(&self.layout, cutoff_ms);
         // Originals of encoded frames past the keep window (devices that went quiet).
         let keep_after = self.clock.now_ms() - self.keep_originals_ms;
         for device_id in self.index.device_ids()? {

@@ -16,12 +16,17 @@ use screentape::synth::screenshot;
 use sha2::{Digest, Sha256};
 
 const BIN: &str = env!("CARGO_BIN_EXE_screentape");
+const RETENTION: &str = "20m 20s";
+const RETENTION_MS: i64 = 20 * 60_000 + 20_000;
 
 fn start(data_dir: &std::path::Path) -> (Child, String) {
     let mut child = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .env("SCREENTAPE_SEGMENT_GRACE", "0s")
+        // The oldest captures cross this window during the trials, so every start-up sweep
+        // deletes footage while uploads and encodes go on: kills land during retention too.
+        .env("SCREENTAPE_RETENTION", RETENTION)
         .env("SCREENTAPE_ENCODE_WORKERS", "2")
         .env("RUST_LOG", "screentape=warn")
         .stdout(Stdio::piped())
@@ -50,7 +55,9 @@ fn kill_9_under_load_loses_no_acknowledged_frame() {
     let next = Arc::new(std::sync::atomic::AtomicI64::new(0));
     let mut rng = rand::thread_rng();
     let trials = 20;
+    let mut last_start_ms = 0;
     for trial in 0..trials {
+        last_start_ms = SystemClock.now_ms();
         let (mut child, url) = start(&data_dir);
         let deadline = Instant::now() + Duration::from_millis(rng.gen_range(300..2_500));
         let uploaders: Vec<_> = (0..4)
@@ -76,6 +83,8 @@ fn kill_9_under_load_loses_no_acknowledged_frame() {
                             Ok(r) if r.status().is_success() => {
                                 acked.lock().unwrap().insert(t, png);
                             }
+                            // Already outside the retention window: refused, not acknowledged.
+                            Ok(r) if r.status() == 422 => {}
                             Ok(r) => panic!("unexpected status {}", r.status()),
                             Err(_) => break, // the server died under us: not acknowledged
                         }
@@ -95,6 +104,9 @@ fn kill_9_under_load_loses_no_acknowledged_frame() {
         eprintln!("trial {trial}: {} acknowledged so far", acked.lock().unwrap().len());
     }
 
+    // Frames acknowledged early may since have been deleted by retention, legitimately: only
+    // those still well inside the window (a minute of margin) must be there.
+    let must_keep_from = SystemClock.now_ms() - RETENTION_MS + 60_000;
     // Restart on the same data dir with a clock past every minute, and encode what is due.
     let mut config = Config { data_dir: data_dir.clone(), ..Config::default() };
     config.encoder.workers = 2;
@@ -105,13 +117,21 @@ fn kill_9_under_load_loses_no_acknowledged_frame() {
     let stored = app.index.frames_between(&device, 0, i64::MAX).unwrap();
     let stored: BTreeMap<i64, [u8; 32]> = stored.iter().map(|f| (f.capture_ms, f.sha256)).collect();
     let mut lost = Vec::new();
-    for (t, png) in acked.iter() {
+    let mut checked = 0;
+    for (t, png) in acked.range(must_keep_from..) {
+        checked += 1;
         let want: [u8; 32] = Sha256::digest(png).into();
         if stored.get(t) != Some(&want) {
             lost.push(*t);
         }
     }
-    assert!(lost.is_empty(), "{} of {} acknowledged frames lost: {:?}", lost.len(), acked.len(), &lost[..lost.len().min(10)]);
+    assert!(lost.is_empty(), "{} of {checked} acknowledged frames lost: {:?}", lost.len(), &lost[..lost.len().min(10)]);
+    // Each server start sweeps at once: if the last start was past the first minute's expiry,
+    // that minute must be gone (whether earlier starts got there depends on the wall clock).
+    let first_minute_expired = last_start_ms - RETENTION_MS >= base + 60_000;
+    if first_minute_expired {
+        assert!(stored.keys().next().is_some_and(|first| *first >= base + 60_000), "retention deleted the oldest minute");
+    }
     // And they decode to their originals.
     let mut scores: Vec<(f64, i64)> = Vec::new();
     for seg in app.index.all_segments().unwrap() {
@@ -135,5 +155,10 @@ fn kill_9_under_load_loses_no_acknowledged_frame() {
     for key in ["orphan_files", "missing_files", "garbage_files"] {
         assert_eq!(report[key], serde_json::json!([]), "check: {report}");
     }
-    eprintln!("faults: crash: {trials} kill -9 trials, {} frames acknowledged, 0 lost, worst PSNR {worst:.2} dB, check consistent", acked.len());
+    eprintln!(
+        "faults: crash: {trials} kill -9 trials during upload, encoding and retention: {} frames acknowledged, \
+         {checked} still inside the retention window, 0 lost (oldest minute expired during the trials: {first_minute_expired}), \
+         worst PSNR {worst:.2} dB, check consistent",
+        acked.len()
+    );
 }

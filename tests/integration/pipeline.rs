@@ -410,3 +410,39 @@ fn readers_racing_retention_get_whole_files_or_clean_404s() {
     eprintln!("faults: retention under reading: {whole} whole files and {gone} clean 404s, no 5xx, no truncated 200");
     assert!(s.app.index.all_segments().unwrap().is_empty());
 }
+
+/// Retention deleted a minute's rows while its originals were still kept in the spool; a restart
+/// took those files for pending frames and re-encoded footage that had expired.
+#[test]
+fn regression_expired_footage_is_not_resurrected_from_kept_originals() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let configure = |c: &mut screentape::config::Config| {
+        c.data_dir = data_dir.clone();
+        c.retention = std::time::Duration::from_secs(3600);
+        c.keep_originals = std::time::Duration::from_secs(24 * 3600);
+    };
+    let device;
+    {
+        let s = Server::start_with(configure);
+        let (id, token) = s.add_device("laptop", None);
+        device = id;
+        s.clock.set_ms(T0 + 2 * MIN);
+        for m in 0..2 {
+            let (png, _) = shot(160, 100, T0 + m * MIN + 5, m as u64);
+            assert_eq!(s.upload(&token, T0 + m * MIN + 5, &png).status(), 201);
+        }
+        s.advance_and_encode(T0 + 2 * MIN + 15_000);
+        s.clock.set_ms(T0 + MIN + 3_600_000); // the first minute is past the window
+        s.app.retention_sweep().unwrap();
+        assert_eq!(s.app.index.frames_between(&device, 0, i64::MAX).unwrap().len(), 1);
+    }
+    // Restart on the same data dir at the same time: the expired minute must stay gone.
+    let mut config = screentape::config::Config::default();
+    configure(&mut config);
+    let app = screentape::app::App::open(config, screentape::clock::ManualClock::new(T0 + MIN + 3_600_000)).unwrap();
+    app.run_due_now();
+    let frames: Vec<i64> = app.index.frames_between(&device, 0, i64::MAX).unwrap().iter().map(|f| f.capture_ms - T0).collect();
+    assert_eq!(frames, vec![MIN + 5], "only the unexpired minute is there");
+    app.shutdown();
+}
