@@ -84,15 +84,7 @@ impl App {
         let scheduler = Scheduler::start(&config, minute);
         let ingest = Ingest::new(&config, layout.clone(), index.clone(), clock.clone(), pending.clone());
         let stop = Arc::new(AtomicBool::new(false));
-        let retention = Retention {
-            retention_ms: config.retention.as_millis() as i64,
-            max_bytes: config.max_bytes,
-            keep_originals_ms: config.keep_originals.as_millis() as i64,
-            clock: clock.clone(),
-            layout: layout.clone(),
-            index: index.clone(),
-            metrics: metrics.clone(),
-        };
+        let retention = Retention::new(&config, clock.clone(), layout.clone(), index.clone(), metrics.clone());
         let stop2 = stop.clone();
         let retention_thread = std::thread::Builder::new()
             .name("retention".into())
@@ -124,16 +116,7 @@ impl App {
 
     /// One retention sweep now. Blocking.
     pub fn retention_sweep(&self) -> Result<Sweep, crate::index::IndexError> {
-        Retention {
-            retention_ms: self.config.retention.as_millis() as i64,
-            max_bytes: self.config.max_bytes,
-            keep_originals_ms: self.config.keep_originals.as_millis() as i64,
-            clock: self.clock.clone(),
-            layout: self.layout.clone(),
-            index: self.index.clone(),
-            metrics: self.metrics.clone(),
-        }
-        .sweep()
+        Retention::new(&self.config, self.clock.clone(), self.layout.clone(), self.index.clone(), self.metrics.clone()).sweep()
     }
 
     /// Registers a background thread to be joined at shutdown (the demo feeder).

@@ -100,7 +100,12 @@ pub fn process_cpu_seconds() -> f64 {
 
 /// Peak resident memory of this process in MiB, from /proc.
 pub fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    peak_rss_mib_of("self")
+}
+
+/// Peak resident memory of process `pid` ("self" for this one) in MiB, from /proc.
+fn peak_rss_mib_of(pid: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
@@ -234,7 +239,6 @@ pub fn run_load(
         let mut handles = Vec::new();
         let interval = Duration::from_secs_f64(devices as f64 / rate_per_s);
         for (d, token) in tokens.into_iter().enumerate() {
-            let _ = now;
             let pngs = pngs.clone();
             handles.push(tokio::spawn(async move {
                 let offset = interval.mul_f64(d as f64 / devices as f64);
@@ -266,12 +270,7 @@ pub fn run_load(
         all
     });
     let wall_s = started.elapsed().as_secs_f64();
-    let status = std::fs::read_to_string(format!("/proc/{}/status", server.id())).unwrap_or_default();
-    let server_rss_mib = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0);
+    let server_rss_mib = peak_rss_mib_of(&server.id().to_string());
     let metrics = rt.block_on(scrape_metrics(addr, dir.path())).unwrap_or_default();
     let metric = |name: &str| metrics.lines().find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok()).unwrap_or(0.0);
     let backlog_frames = metric("screentape_pending_frames ") as usize;

@@ -30,7 +30,21 @@ pub struct Sweep {
 }
 
 impl Retention {
-    /// One sweep: expire index rows, unlink their files, and drop spool files far past the window.
+    /// Retention as `config` sets it, working on these parts.
+    pub fn new(config: &crate::config::Config, clock: SharedClock, layout: Layout, index: Index, metrics: Arc<Metrics>) -> Self {
+        Self {
+            retention_ms: config.retention.as_millis() as i64,
+            max_bytes: config.max_bytes,
+            keep_originals_ms: config.keep_originals.as_millis() as i64,
+            clock,
+            layout,
+            index,
+            metrics,
+        }
+    }
+
+    /// One sweep: expire index rows (by age, then by the byte budget), unlink their files, and
+    /// remove spool files that are past the window or whose originals need no longer be kept.
     /// Blocking.
     pub fn sweep(&self) -> Result<Sweep, crate::index::IndexError> {
         let cutoff_ms = self.clock.now_ms() - self.retention_ms;

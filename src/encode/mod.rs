@@ -78,7 +78,7 @@ impl MinuteEncoder {
     /// replaces the minute's segments atomically, then removes spool files that are now safe.
     pub fn encode_minute(&self, device_id: &str, minute_ms: i64) -> Result<MinuteOutcome, EncodeError> {
         let minute_end = minute_ms + MINUTE_MS;
-        let spool = self.spool_captures(device_id)?;
+        let spool = crate::ingest::spool_captures(&self.layout, device_id)?;
         let encoded = self.index.frames_between(device_id, minute_ms, minute_end)?;
 
         // Every capture of the minute; the original PNG wins over a decoded frame.
@@ -108,12 +108,14 @@ impl MinuteEncoder {
 
         let mut pictures = PictureLoader::new(self);
         let mut captures = Vec::with_capacity(sources.len());
-        let mut kept: Vec<(i64, FrameSource)> = Vec::with_capacity(sources.len());
+        // Per capture, beside `captures`: the upload's hash, and whether it is newly out of the spool.
+        let mut hashes: Vec<([u8; 32], bool)> = Vec::with_capacity(sources.len());
         for (capture_ms, src) in sources {
-            match pictures.load(device_id, capture_ms, &src) {
+            let hash = (src.sha256(), matches!(src, FrameSource::Spool { was_encoded: false, .. }));
+            match pictures.load(device_id, capture_ms, src) {
                 Ok(dims) => {
                     captures.push((capture_ms, dims));
-                    kept.push((capture_ms, src));
+                    hashes.push(hash);
                 }
                 Err(e) => {
                     // Only a spool file can be undecodable here (it was decoded at upload):
@@ -124,7 +126,7 @@ impl MinuteEncoder {
             }
         }
         let carry = match carry {
-            Some((carry_ms, src)) => pictures.load(device_id, carry_ms, &src).ok().map(|dims| (carry_ms, dims)),
+            Some((carry_ms, src)) => pictures.load(device_id, carry_ms, src).ok().map(|dims| (carry_ms, dims)),
             None => None,
         };
         if captures.is_empty() {
@@ -140,8 +142,10 @@ impl MinuteEncoder {
                 Source::Capture(i) => captures[*i].0,
             };
             let pts: Vec<i64> = planned.frames.iter().map(|(pts, _)| *pts).collect();
-            let first = source_of(&planned.frames[0].1);
-            let dims = if Some(first) == carry.map(|c| c.0) { carry.expect("carry").1 } else { captures.iter().find(|c| c.0 == first).expect("planned capture").1 };
+            let dims = match planned.frames[0].1 {
+                Source::Carry => carry.expect("planned only with a carry").1,
+                Source::Capture(i) => captures[i].1,
+            };
             let encoded = encode_segment(&self.settings, dims, &pts, planned.end_ms, fragment_index, |i| {
                 pictures.take(source_of(&planned.frames[i].1))
             });
@@ -180,7 +184,7 @@ impl MinuteEncoder {
                     .frames
                     .iter()
                     .filter_map(|(_, s)| match s {
-                        Source::Capture(i) => Some((captures[*i].0, kept[*i].1.sha256())),
+                        Source::Capture(i) => Some((captures[*i].0, hashes[*i].0)),
                         Source::Carry => None,
                     })
                     .collect(),
@@ -192,7 +196,7 @@ impl MinuteEncoder {
         let removed = crate::garbage::collect(&self.layout, &self.index, &replaced);
         Metrics::add(&self.metrics.files_expired, removed as u64);
 
-        let new_spool_frames = kept.iter().filter(|(_, s)| matches!(s, FrameSource::Spool { was_encoded: false, .. })).count();
+        let new_spool_frames = hashes.iter().filter(|(_, newly_spooled)| *newly_spooled).count();
         self.pending.frames_encoded(new_spool_frames);
         crate::ingest::release_spool(&self.layout, &self.index, device_id, self.clock.now_ms() - self.keep_originals_ms)?;
         self.recheck_next_minute(device_id, minute_ms, captures.last().expect("not empty").0)?;
@@ -202,10 +206,6 @@ impl MinuteEncoder {
         Metrics::add(&self.metrics.segments_written, new_segments.len() as u64);
         Metrics::add(&self.metrics.segment_bytes_written, new_segments.iter().map(|s| s.bytes as u64).sum());
         Ok(outcome)
-    }
-
-    fn spool_captures(&self, device_id: &str) -> Result<BTreeSet<i64>, EncodeError> {
-        Ok(crate::ingest::spool_captures(&self.layout, device_id)?)
     }
 
     fn read_spool(&self, device_id: &str, capture_ms: i64, was_encoded: bool) -> Result<Option<FrameSource>, EncodeError> {
@@ -254,18 +254,18 @@ impl<'a> PictureLoader<'a> {
         Self { enc, png: HashMap::new(), decoded: HashMap::new(), segments_done: BTreeSet::new(), failed: None }
     }
 
-    /// Registers a frame's source and returns its size, without decoding a spool PNG.
-    fn load(&mut self, device_id: &str, capture_ms: i64, src: &FrameSource) -> Result<(u32, u32), EncodeError> {
+    /// Takes a frame's source and returns its size, without decoding a spool PNG.
+    fn load(&mut self, device_id: &str, capture_ms: i64, src: FrameSource) -> Result<(u32, u32), EncodeError> {
         match src {
             FrameSource::Spool { bytes, .. } => {
-                let dims = probe(bytes, self.enc.max_dimension)
+                let dims = probe(&bytes, self.enc.max_dimension)
                     .map_err(|e: PngError| EncodeError::Io(std::io::Error::other(e.to_string())))?;
-                self.png.insert(capture_ms, bytes.clone());
+                self.png.insert(capture_ms, bytes);
                 Ok(dims)
             }
             FrameSource::Segment { segment_id, .. } => {
-                self.decode_into_cache(device_id, *segment_id)?;
-                self.decoded.get(&capture_ms).map(|p| p.dimensions()).ok_or(EncodeError::Inconsistent(*segment_id))
+                self.decode_into_cache(device_id, segment_id)?;
+                self.decoded.get(&capture_ms).map(|p| p.dimensions()).ok_or(EncodeError::Inconsistent(segment_id))
             }
         }
     }
@@ -375,10 +375,6 @@ impl Scheduler {
         );
         *scheduler.threads.lock().expect("threads lock") = threads;
         scheduler
-    }
-
-    pub fn minute_encoder(&self) -> &MinuteEncoder {
-        &self.shared.minute
     }
 
     /// Asks the scheduler to look for due minutes now rather than at its next tick.

@@ -224,9 +224,18 @@ fn read_stored(app: &App, rel: &str) -> Result<Vec<u8>, ApiError> {
     })
 }
 
-fn segment_files(app: &App, seg: &Segment) -> Result<(Vec<u8>, Vec<u8>), ApiError> {
+fn init_file(app: &App, seg: &Segment) -> Result<Vec<u8>, ApiError> {
     let init = app.index.init(seg.init_id)?.ok_or(ApiError::NotFound)?;
-    Ok((read_stored(app, &init.file)?, read_stored(app, &seg.file)?))
+    read_stored(app, &init.file)
+}
+
+fn segment_files(app: &App, seg: &Segment) -> Result<(Vec<u8>, Vec<u8>), ApiError> {
+    Ok((init_file(app, seg)?, read_stored(app, &seg.file)?))
+}
+
+/// The device's segment covering `t`, or 404 (a gap, or outside the footage).
+fn segment_at(app: &App, device_id: &str, t: i64) -> Result<Segment, ApiError> {
+    app.index.segments_between(device_id, t, t + 1)?.into_iter().next().ok_or(ApiError::NotFound)
 }
 
 pub async fn frame_png(
@@ -239,7 +248,7 @@ pub async fn frame_png(
     let t = time_param(&q, "t")?.ok_or_else(|| ApiError::BadRequest("bad_time", "`t` is required".into()))?;
     let app2 = app.clone();
     let (pts, png) = blocking(move || {
-        let seg = app2.index.segments_between(&id, t, t + 1)?.into_iter().next().ok_or(ApiError::NotFound)?;
+        let seg = segment_at(&app2, &id, t)?;
         let (init, media) = segment_files(&app2, &seg)?;
         let (pts, yuv) = ffmpeg::decode_frame_at(&init, &media, t).map_err(ApiError::internal)?.ok_or(ApiError::NotFound)?;
         let rgb = ffmpeg::yuv_to_rgb(&yuv).map_err(ApiError::internal)?;
@@ -269,7 +278,7 @@ pub async fn thumb_png(
     let t = time_param(&q, "t")?.ok_or_else(|| ApiError::BadRequest("bad_time", "`t` is required".into()))?;
     let app2 = app.clone();
     let png = blocking(move || {
-        let seg = app2.index.segments_between(&id, t, t + 1)?.into_iter().next().ok_or(ApiError::NotFound)?;
+        let seg = segment_at(&app2, &id, t)?;
         if let Some(png) = app2.thumbs.get(seg.id) {
             return Ok(png);
         }
@@ -308,8 +317,7 @@ pub async fn export_mp4(
     let (body, first_ms) = blocking(move || {
         let segments = app2.index.segments_between(&dev, from, to)?;
         let first = segments.first().ok_or(ApiError::NotFound)?.clone();
-        let (init, _) = segment_files(&app2, &first)?;
-        let mut out = init;
+        let mut out = init_file(&app2, &first)?;
         // One file holds one init: the export stops at a resolution change.
         for seg in segments.iter().take_while(|s| s.init_id == first.init_id) {
             let mut media = read_stored(&app2, &seg.file)?;

@@ -146,9 +146,8 @@ pub fn release_spool(layout: &Layout, index: &Index, device_id: &str, encoded_be
         if Some(capture_ms) == latest {
             continue;
         }
-        let capture_ms = &capture_ms;
-        if index.frame_encoded_at(device_id, *capture_ms)?.is_some_and(|at| at < encoded_before_ms) {
-            fsutil::remove_if_exists(&layout.spool_file(device_id, *capture_ms))?;
+        if index.frame_encoded_at(device_id, capture_ms)?.is_some_and(|at| at < encoded_before_ms) {
+            fsutil::remove_if_exists(&layout.spool_file(device_id, capture_ms))?;
             removed += 1;
         }
     }

@@ -309,17 +309,10 @@ fn a_byte_budget_deletes_the_oldest_footage_first() {
     let budget = (inits + newest[3..].iter().map(|x| x.1).sum::<i64>()) as u64;
     let mut config = s.app.config.clone();
     config.max_bytes = budget;
-    screentape::retention::Retention {
-        retention_ms: config.retention.as_millis() as i64,
-        max_bytes: config.max_bytes,
-        keep_originals_ms: 0,
-        clock: s.app.clock.clone(),
-        layout: s.app.layout.clone(),
-        index: s.app.index.clone(),
-        metrics: s.app.metrics.clone(),
-    }
-    .sweep()
-    .unwrap();
+    config.keep_originals = std::time::Duration::ZERO;
+    screentape::retention::Retention::new(&config, s.app.clock.clone(), s.app.layout.clone(), s.app.index.clone(), s.app.metrics.clone())
+        .sweep()
+        .unwrap();
     let left: Vec<i64> = s.app.index.all_segments().unwrap().iter().map(|x| x.start_ms - T0).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
     assert_eq!(left, vec![3 * MIN, 4 * MIN, 5 * MIN], "the three oldest minutes went, across devices");
     let stored: i64 = s.app.index.all_segments().unwrap().iter().map(|x| x.bytes).sum::<i64>()
