@@ -484,7 +484,31 @@ async function openDevice(id, startWall) {
   S.hls = hls;
   let resolveReady;
   S.ready = new Promise((r) => { resolveReady = r; });
-  hls.on(Hls.Events.LEVEL_LOADED, () => resolveReady());
+  // Prefer High 4:4:4 (coloured text stays sharp); hls.js has already dropped variants this
+  // browser cannot play, so elsewhere the 4:2:0 one remains. `?variant=420` forces it. Only the
+  // chosen variant is kept: no switching between them.
+  hls.on(Hls.Events.MANIFEST_PARSED, (_, data) => {
+    const want = new URLSearchParams(location.search).get('variant') === '420' ? 'avc1.64' : 'avc1.f4';
+    const keep = Math.max(0, data.levels.findIndex((l) => (l.videoCodec || l.codecSet || '').toLowerCase().startsWith(want)));
+    for (let j = data.levels.length - 1; j >= 0; j--) if (j !== keep) hls.removeLevel(j);
+  });
+  let snToUri = null;
+  hls.on(Hls.Events.LEVEL_LOADED, (_, data) => {
+    resolveReady();
+    // Compaction rewrites older minutes into longer segments, so a sequence number may now name
+    // another segment. hls.js matches live reloads by number; rather than let it mix the two
+    // layouts, start again at the same moment (docs/storage.md).
+    const now = new Map(data.details.fragments.map((f) => [f.sn, f.relurl]));
+    const before = snToUri && snToUri.level === data.level ? snToUri : null;
+    now.level = data.level;
+    snToUri = now;
+    if (before && S.hls === hls) {
+      for (const [sn, uri] of now) {
+        const was = before.get(sn);
+        if (was !== undefined && was !== uri) { reopenAtSameMoment(); return; }
+      }
+    }
+  });
   hls.on(Hls.Events.LEVEL_UPDATED, () => { if (S.followLive) refreshTimeline(); });
   hls.on(Hls.Events.ERROR, (_, data) => {
     if (!data.fatal) return;
@@ -503,6 +527,13 @@ async function openDevice(id, startWall) {
   await S.ready;
   const caps = S.timeline.captures;
   await seekWall(startWall ?? caps[caps.length - 1]);
+}
+
+function reopenAtSameMoment() {
+  const wall = currentWall();
+  const playing = !video.paused;
+  S.reopens = (S.reopens || 0) + 1;
+  S.lastSeek = openDevice(S.device, wall).then(() => { if (playing) return video.play(); });
 }
 
 async function start() {
@@ -626,7 +657,8 @@ function wire() {
 window.screentape = {
   seekWall, stepScreenshot, stepTime, goLive, play, setSpeed, togglePlay, zoomTo,
   currentWall, wallToMedia, mediaToWall,
-  state: () => ({ device: S.device, timeline: S.timeline, paused: video.paused, wall: currentWall(), zoom: S.zoom }),
+  state: () => ({ device: S.device, timeline: S.timeline, paused: video.paused, wall: currentWall(), zoom: S.zoom, reopens: S.reopens || 0,
+    codec: S.hls && S.hls.levels && S.hls.levels[0] ? (S.hls.levels[0].videoCodec || S.hls.levels[0].codecSet) : null }),
   ready: () => S.ready,
   // The promise of the latest seek (from any control or key), for scripts that must wait for it.
   settled: () => S.lastSeek,

@@ -41,6 +41,8 @@ pub struct App {
     pub thumbs: ThumbCache,
     /// Failed web logins per user name, for rate limiting.
     pub login_failures: LoginLimiter,
+    /// The 4:2:0 variant, transcoded on demand.
+    pub variants: crate::variant::Variants,
     stop: Arc<AtomicBool>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -76,9 +78,20 @@ impl App {
                 preset: config.encoder.preset.clone(),
                 threads: config.encoder.x264_threads,
                 x264_params: config.encoder.x264_params.clone(),
+                chroma420: false,
             },
+            cold_settings: EncodeSettings {
+                crf: config.compact.crf,
+                preset: config.compact.preset.clone(),
+                threads: config.encoder.x264_threads,
+                x264_params: config.compact.x264_params.clone(),
+                chroma420: false,
+            },
+            compact_span_ms: config.compact.span.as_millis() as i64,
+            compact_max_frames: config.compact.max_frames,
+            retention_ms: config.retention.as_millis() as i64,
             carry_max_age_ms: config.carry_max_age.as_millis() as i64,
-            keep_originals_ms: config.keep_originals.as_millis() as i64,
+            keep_originals_ms: crate::ingest::keep_windows(&config),
             max_dimension: config.max_dimension,
         };
         let scheduler = Scheduler::start(&config, minute);
@@ -90,6 +103,7 @@ impl App {
             .name("retention".into())
             .spawn(move || retention.run(Duration::from_secs(15), stop2))
             .expect("spawn retention thread");
+        let variants = crate::variant::Variants::new(layout.clone(), index.clone(), config.encoder.crf, config.variant_cache_bytes);
         Ok(Arc::new(Self {
             config,
             layout,
@@ -104,6 +118,7 @@ impl App {
             )),
             thumbs: ThumbCache::default(),
             login_failures: LoginLimiter::default(),
+            variants,
             stop,
             threads: Mutex::new(vec![retention_thread]),
         }))

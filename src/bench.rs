@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use crate::app::App;
 use crate::auth;
 use crate::clock::{ManualClock, MINUTE_MS};
-use crate::config::{Config, EncoderConfig};
+use crate::config::{CompactConfig, Config, EncoderConfig};
 use crate::ingest::png::{decode_rgb, encode_rgb};
-use crate::media::{ffmpeg, psnr_rgb};
+use crate::media::{ffmpeg, psnr_rgb, ssim_rgb};
 use crate::synth::screenshot;
 
 /// One screenshot of a corpus.
@@ -65,27 +65,82 @@ pub fn synthetic(width: u32, height: u32, n: usize) -> Vec<CorpusFrame> {
         .collect()
 }
 
-/// A codec profile to compare.
+/// A codec profile to compare: the one-minute (hot) settings and the compaction (cold) tier.
 #[derive(Debug, Clone)]
 pub struct Profile {
     pub name: String,
     pub encoder: EncoderConfig,
+    pub compact: CompactConfig,
+}
+
+impl Profile {
+    /// Parses `key=value,key=value` over `base` (keys: crf, preset, params for one-minute
+    /// segments; span, after, max_frames, ccrf, cpreset, cparams for compaction; span=0 turns it off),
+    /// or the short form `crf:preset[:x264-params]` (one-minute segments only).
+    pub fn parse(spec: &str, base: &Config) -> Result<Self, String> {
+        let mut encoder = base.encoder.clone();
+        let mut compact = base.compact.clone();
+        let number = |k: &str, v: &str| v.parse::<f32>().map_err(|_| format!("{k}: not a number: {v}"));
+        if !spec.contains('=') {
+            let mut parts = spec.splitn(3, ':');
+            encoder.crf = number("crf", parts.next().unwrap_or(""))?;
+            encoder.preset = parts.next().ok_or("profile: crf:preset[:params]")?.to_string();
+            encoder.x264_params = parts.next().unwrap_or("").to_string();
+            compact.span = Duration::ZERO;
+        } else {
+            for pair in spec.split(',') {
+                let (k, v) = pair.split_once('=').ok_or_else(|| format!("profile: {pair} is not key=value"))?;
+                let duration = |v: &str| {
+                    if v == "0" { Ok(Duration::ZERO) } else { humantime::parse_duration(v).map_err(|e| format!("{k}: {e}")) }
+                };
+                match k.trim() {
+                    "crf" => encoder.crf = number(k, v)?,
+                    "preset" => encoder.preset = v.to_string(),
+                    "params" => encoder.x264_params = v.to_string(),
+                    "span" => compact.span = duration(v)?,
+                    "after" => compact.after = duration(v)?,
+                    "max_frames" => compact.max_frames = v.parse().map_err(|_| format!("max_frames: {v}"))?,
+                    "ccrf" => compact.crf = number(k, v)?,
+                    "cpreset" => compact.preset = v.to_string(),
+                    "cparams" => compact.x264_params = v.to_string(),
+                    other => return Err(format!("profile: unknown key {other}")),
+                }
+            }
+        }
+        let mut check = base.clone();
+        check.encoder = encoder.clone();
+        check.compact = compact.clone();
+        check.validate().map_err(|e| e.to_string())?;
+        Ok(Self { name: spec.to_string(), encoder, compact })
+    }
 }
 
 /// The figures of one profile on one corpus.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct PipelineReport {
     pub profile: String,
     pub frames: usize,
     pub png_bytes: u64,
+    /// Stored after the one-minute encode (what the newest footage costs).
+    pub hot_bytes: u64,
+    /// Stored in the end (after compaction when the profile compacts): what a day costs.
     pub stored_bytes: u64,
+    pub hot_ratio: f64,
     pub ratio: f64,
     pub psnr_mean_db: f64,
     pub psnr_min_db: f64,
     pub worst_capture_ms: i64,
+    pub ssim_mean: f64,
+    pub ssim_min: f64,
+    /// Captures found in the stored footage and compared (must equal `frames`).
+    pub frames_checked: usize,
+    /// Most frames in one segment (a seek decodes up to this many).
+    pub max_segment_frames: i64,
     pub ingest_cpu_s_per_frame: f64,
     pub encode_cpu_s_per_frame: f64,
+    pub compact_cpu_s_per_frame: f64,
     pub pipeline_cpu_s_per_frame: f64,
+    pub peak_rss_mib: f64,
 }
 
 /// CPU seconds this process has used (user + system), from /proc.
@@ -125,32 +180,73 @@ pub fn run_pipeline(corpus: &[CorpusFrame], profile: &Profile) -> Result<Pipelin
     config.encoder.workers = 1; // one worker: CPU per frame is not blurred by parallel encodes
     config.retention = Duration::from_secs(7 * 24 * 3600);
     config.spool_max_frames = usize::MAX;
+    // Phases kept apart: every upload first (the clock stands still, so nothing is due), then
+    // every minute as one-minute segments, then (a second start-up with the profile's
+    // compaction) every block compacted. Originals stay in the spool in between.
+    config.max_future = Duration::from_secs(7 * 24 * 3600);
+    config.keep_originals = Duration::from_secs(7 * 24 * 3600);
+    config.compact.span = Duration::ZERO;
+    let mut cold_config = config.clone();
+    cold_config.compact = profile.compact.clone();
     let app = App::open(config, clock.clone())?;
     let (device, hash) = (auth::new_device_id(), auth::new_token(auth::DEVICE_TOKEN_PREFIX).1);
     app.index.create_device(&device, "bench", None, &hash, first)?;
 
     let cpu0 = process_cpu_seconds();
     for f in corpus {
-        clock.set_ms(f.capture_ms);
         app.ingest.accept(&device, f.capture_ms, &f.png)?;
     }
     let cpu1 = process_cpu_seconds();
     clock.set_ms(last + 2 * MINUTE_MS);
     app.run_due_now();
     let cpu2 = process_cpu_seconds();
+    let stored = |app: &App| -> Result<u64, crate::index::IndexError> {
+        Ok(app.index.all_segments()?.iter().map(|s| s.bytes as u64).sum::<u64>()
+            + app.index.all_inits()?.iter().map(|i| i.bytes as u64).sum::<u64>())
+    };
+    let hot_bytes = stored(&app)?;
+    let app = if profile.compact.enabled() {
+        app.shutdown();
+        let span = profile.compact.span.as_millis() as i64;
+        clock.set_ms(last + profile.compact.after.as_millis() as i64 + 2 * span + 2 * MINUTE_MS);
+        let app = App::open(cold_config, clock.clone())?;
+        app.run_due_now();
+        app
+    } else {
+        app
+    };
+    let cpu3 = process_cpu_seconds();
 
     let segments = app.index.all_segments()?;
-    let stored_bytes: u64 = segments.iter().map(|s| s.bytes as u64).sum::<u64>()
-        + app.index.all_inits()?.iter().map(|i| i.bytes as u64).sum::<u64>();
+    let stored_bytes = stored(&app)?;
     let originals: BTreeMap<i64, &CorpusFrame> = corpus.iter().map(|f| (f.capture_ms, f)).collect();
     let (mut sum, mut n, mut min, mut worst) = (0.0, 0usize, f64::INFINITY, 0i64);
+    let (mut ssim_sum, mut ssim_min) = (0.0, f64::INFINITY);
     for seg in &segments {
         let init = std::fs::read(app.layout.resolve(&app.index.init(seg.init_id)?.ok_or("init")?.file))?;
         let media = std::fs::read(app.layout.resolve(&seg.file))?;
-        for (pts, yuv) in ffmpeg::decode_segment(&init, &media)? {
+        // A segment's frames are its carry (if any), then its captures in order; the first capture
+        // may be presented earlier than its capture time (from the minute's start).
+        let captures: Vec<i64> = app
+            .index
+            .frames_between(&device, seg.start_ms, seg.end_ms)?
+            .into_iter()
+            .filter(|f| f.segment_id == seg.id)
+            .map(|f| f.capture_ms)
+            .collect();
+        let decoded = ffmpeg::decode_segment(&init, &media)?;
+        let skip = usize::from(seg.carry_ms.is_some());
+        if decoded.len() != captures.len() + skip {
+            return Err(format!("segment {} holds {} frames for {} captures", seg.id, decoded.len(), captures.len()).into());
+        }
+        for (pts, (_, yuv)) in captures.into_iter().zip(decoded.into_iter().skip(skip)) {
             if let Some(orig) = originals.get(&pts) {
-                let p = psnr_rgb(&ffmpeg::yuv_to_rgb(&yuv)?, &decode_rgb(&orig.png, 16384)?).min(99.0);
+                let (decoded, original) = (ffmpeg::yuv_to_rgb(&yuv)?, decode_rgb(&orig.png, 16384)?);
+                let p = psnr_rgb(&decoded, &original).min(99.0);
+                let q = ssim_rgb(&decoded, &original);
                 sum += p;
+                ssim_sum += q;
+                ssim_min = ssim_min.min(q);
                 n += 1;
                 if p < min {
                     min = p;
@@ -166,14 +262,78 @@ pub fn run_pipeline(corpus: &[CorpusFrame], profile: &Profile) -> Result<Pipelin
         profile: profile.name.clone(),
         frames,
         png_bytes,
+        hot_bytes,
         stored_bytes,
+        hot_ratio: png_bytes as f64 / hot_bytes.max(1) as f64,
         ratio: png_bytes as f64 / stored_bytes.max(1) as f64,
         psnr_mean_db: sum / n.max(1) as f64,
         psnr_min_db: min,
         worst_capture_ms: worst,
+        ssim_mean: ssim_sum / n.max(1) as f64,
+        ssim_min,
+        frames_checked: n,
+        max_segment_frames: segments.iter().map(|s| s.frame_count).max().unwrap_or(0),
         ingest_cpu_s_per_frame: (cpu1 - cpu0) / frames as f64,
         encode_cpu_s_per_frame: (cpu2 - cpu1) / frames as f64,
-        pipeline_cpu_s_per_frame: (cpu2 - cpu0) / frames as f64,
+        compact_cpu_s_per_frame: (cpu3 - cpu2) / frames as f64,
+        pipeline_cpu_s_per_frame: (cpu3 - cpu0) / frames as f64,
+        peak_rss_mib: peak_rss_mib(),
+    })
+}
+
+/// How alike consecutive screenshots of a corpus are.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CorpusStats {
+    pub frames: usize,
+    pub width: u32,
+    pub height: u32,
+    pub mean_png_bytes: f64,
+    pub pairs: usize,
+    /// Consecutive pairs that are pixel-identical.
+    pub identical: usize,
+    /// Pairs where fewer than 0.1 % of pixels differ.
+    pub nearly_identical: usize,
+    pub changed: usize,
+    /// Median share of pixels that differ in the changed pairs.
+    pub changed_median_share: f64,
+}
+
+pub fn corpus_stats(corpus: &[CorpusFrame]) -> Result<CorpusStats, Box<dyn std::error::Error>> {
+    let mut prev: Option<crate::ingest::png::RgbImage> = None;
+    let (mut identical, mut near, mut changed, mut shares) = (0, 0, 0, Vec::new());
+    let (mut width, mut height) = (0, 0);
+    for f in corpus {
+        let img = decode_rgb(&f.png, 16384)?;
+        (width, height) = (img.width, img.height);
+        if let Some(p) = &prev {
+            if (p.width, p.height) != (img.width, img.height) {
+                changed += 1;
+            } else {
+                let differ = p.data.chunks_exact(3).zip(img.data.chunks_exact(3)).filter(|(a, b)| a != b).count();
+                let share = differ as f64 / (img.width as f64 * img.height as f64);
+                if differ == 0 {
+                    identical += 1;
+                } else if share < 0.001 {
+                    near += 1;
+                } else {
+                    changed += 1;
+                    shares.push(share);
+                }
+            }
+        }
+        prev = Some(img);
+    }
+    shares.sort_by(f64::total_cmp);
+    Ok(CorpusStats {
+        frames: corpus.len(),
+        width,
+        height,
+        mean_png_bytes: corpus.iter().map(|f| f.png.len() as f64).sum::<f64>() / corpus.len().max(1) as f64,
+        pairs: corpus.len().saturating_sub(1),
+        identical,
+        nearly_identical: near,
+        changed,
+        changed_median_share: shares.get(shares.len() / 2).copied().unwrap_or(0.0),
     })
 }
 
@@ -274,7 +434,7 @@ pub fn run_load(
     let metrics = rt.block_on(scrape_metrics(addr, dir.path())).unwrap_or_default();
     let metric = |name: &str| metrics.lines().find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok()).unwrap_or(0.0);
     let backlog_frames = metric("screentape_pending_frames ") as usize;
-    let encoder_busy = metric("screentape_encode_seconds_total ") / (wall_s * base.encoder.workers as f64);
+    let encoder_busy = (metric("screentape_encode_seconds_total ") + metric("screentape_compact_seconds_total ")) / (wall_s * base.encoder.workers as f64);
     let frames_encoded = metric("screentape_frames_encoded_total ") as u64;
     let _ = server.kill();
     let _ = server.wait();

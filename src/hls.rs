@@ -44,11 +44,14 @@ pub fn with_gaps(segments: Vec<Entry>) -> Vec<Entry> {
 }
 
 /// The media playlist. Live (no ENDLIST): new minutes are appended, old ones slide out.
-/// MEDIA-SEQUENCE is the first entry's minute number, so it grows as the window slides.
+/// Sequence numbers are anchored at the end: the last entry's number is its minute number, so
+/// the fresh one-minute entries keep their numbers as the window slides and as older minutes are
+/// compacted into longer entries (a compaction renumbers only the entries before it; the
+/// player notices a number that now names another URI and reloads).
 pub fn media_playlist(entries: &[Entry]) -> String {
     let mut out = String::with_capacity(96 * entries.len() + 256);
     let target = entries.iter().map(|e| (e.end_ms() - e.start_ms() + 999) / 1000).max().unwrap_or(60).max(1);
-    let sequence = entries.first().map_or(0, |e| e.start_ms() / MINUTE_MS);
+    let sequence = entries.last().map_or(0, |e| e.start_ms() / MINUTE_MS - (entries.len() as i64 - 1)).max(0);
     let _ = write!(
         out,
         "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:{target}\n#EXT-X-MEDIA-SEQUENCE:{sequence}\n#EXT-X-INDEPENDENT-SEGMENTS\n"
@@ -79,11 +82,25 @@ pub fn media_playlist(entries: &[Entry]) -> String {
     out
 }
 
-/// The multivariant playlist that names the codec, so players can check it before loading media.
-pub fn multivariant_playlist(codec: &str, width: u32, height: u32, bandwidth: u64, media_uri: &str) -> String {
-    format!(
-        "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-INDEPENDENT-SEGMENTS\n#EXT-X-STREAM-INF:BANDWIDTH={bandwidth},CODECS=\"{codec}\",RESOLUTION={width}x{height}\n{media_uri}\n"
-    )
+/// One variant of the multivariant playlist.
+pub struct Variant<'a> {
+    pub codec: &'a str,
+    pub bandwidth: u64,
+    pub uri: &'a str,
+}
+
+/// The multivariant playlist that names each variant's codec, so players check it before loading
+/// media (hls.js drops variants whose CODECS the browser's MSE rejects).
+pub fn multivariant_playlist(width: u32, height: u32, variants: &[Variant<'_>]) -> String {
+    let mut out = String::from("#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-INDEPENDENT-SEGMENTS\n");
+    for v in variants {
+        let _ = write!(
+            out,
+            "#EXT-X-STREAM-INF:BANDWIDTH={},CODECS=\"{}\",RESOLUTION={width}x{height}\n{}\n",
+            v.bandwidth, v.codec, v.uri
+        );
+    }
+    out
 }
 
 #[cfg(test)]
@@ -104,7 +121,7 @@ mod tests {
             seg(M + 200_000, M + 240_000, 3, "i/b.mp4"),
         ]);
         let text = media_playlist(&entries);
-        let golden = "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:60\n#EXT-X-MEDIA-SEQUENCE:29402520\n#EXT-X-INDEPENDENT-SEGMENTS\n\
+        let golden = "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:60\n#EXT-X-MEDIA-SEQUENCE:29402519\n#EXT-X-INDEPENDENT-SEGMENTS\n\
 #EXT-X-MAP:URI=\"i/a.mp4\"\n#EXT-X-PROGRAM-DATE-TIME:2025-11-26T10:00:00.000Z\n#EXTINF:60.000,\ns/1.m4s\n\
 #EXT-X-PROGRAM-DATE-TIME:2025-11-26T10:01:00.000Z\n#EXT-X-GAP\n#EXTINF:60.000,\ngap/1764151260000.m4s\n\
 #EXT-X-PROGRAM-DATE-TIME:2025-11-26T10:02:00.000Z\n#EXT-X-GAP\n#EXTINF:60.000,\ngap/1764151320000.m4s\n\

@@ -46,6 +46,10 @@ impl Layout {
     pub fn segments_root(&self) -> PathBuf {
         self.root.join("segments")
     }
+    /// Cached transcodes (the 4:2:0 variant): derived, bounded, never the only copy.
+    pub fn variant_dir(&self) -> PathBuf {
+        self.root.join("cache").join("h264-420")
+    }
     pub fn init_root(&self) -> PathBuf {
         self.root.join("init")
     }

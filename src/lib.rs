@@ -21,3 +21,4 @@ pub mod app;
 pub mod demo;
 pub mod http;
 pub mod bench;
+pub mod variant;

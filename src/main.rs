@@ -69,6 +69,13 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BenchWhat {
+    /// How alike consecutive screenshots of a corpus directory are
+    Corpus {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Storage, quality and CPU per codec profile on a corpus
     Pipeline {
         /// Directory of PNG screenshots (with an optional manifest.tsv of capture times)
@@ -80,7 +87,8 @@ enum BenchWhat {
         /// Frames of the synthetic corpus
         #[arg(long, default_value_t = 60)]
         frames: usize,
-        /// Codec profiles to compare, `crf:preset[:x264-params]`; default: the configured one
+        /// Profiles to compare: `key=value,...` (crf, preset, params; span, after, max_frames,
+        /// ccrf, cpreset, cparams for compaction) or `crf:preset[:x264-params]`; default: the configured one
         #[arg(long)]
         profile: Vec<String>,
         #[arg(long)]
@@ -217,44 +225,106 @@ fn parse_size(size: &str) -> anyhow::Result<(u32, u32)> {
     Ok((w.parse()?, h.parse()?))
 }
 
+fn print_pipeline(corpus: &[screentape::bench::CorpusFrame], dir: &Option<PathBuf>, size: &str, reports: &[screentape::bench::PipelineReport]) {
+    println!(
+        "corpus: {} frames, {} bytes of PNG ({})",
+        corpus.len(),
+        corpus.iter().map(|f| f.png.len()).sum::<usize>(),
+        dir.as_ref().map_or(format!("synthetic {size}"), |d| d.display().to_string())
+    );
+    for r in reports {
+        println!("{}", r.profile);
+        println!(
+            "    stored {:>11} B  ratio {:>5.2}x (1-min {:>5.2}x)  PSNR mean {:>5.2} min {:>5.2} dB (worst at {})  SSIM mean {:.4} min {:.4}  checked {}/{}  max frames/segment {}",
+            r.stored_bytes, r.ratio, r.hot_ratio, r.psnr_mean_db, r.psnr_min_db, r.worst_capture_ms, r.ssim_mean, r.ssim_min, r.frames_checked, r.frames, r.max_segment_frames
+        );
+        println!(
+            "    CPU s/frame: ingest {:.4} encode {:.4} compact {:.4} total {:.4}  peak RSS {:.0} MiB",
+            r.ingest_cpu_s_per_frame, r.encode_cpu_s_per_frame, r.compact_cpu_s_per_frame, r.pipeline_cpu_s_per_frame, r.peak_rss_mib
+        );
+    }
+}
+
 fn bench(config: Config, what: BenchWhat) -> anyhow::Result<()> {
     use screentape::bench;
     match what {
         BenchWhat::Pipeline { dir, size, frames, profile, json } => {
-            let corpus = match &dir {
-                Some(d) => bench::load_dir(d).with_context(|| format!("reading {}", d.display()))?,
-                None => {
-                    let (w, h) = parse_size(&size)?;
-                    bench::synthetic(w, h, frames)
-                }
+            let load = || -> anyhow::Result<Vec<bench::CorpusFrame>> {
+                Ok(match &dir {
+                    Some(d) => bench::load_dir(d).with_context(|| format!("reading {}", d.display()))?,
+                    None => {
+                        let (w, h) = parse_size(&size)?;
+                        bench::synthetic(w, h, frames)
+                    }
+                })
             };
             let specs = if profile.is_empty() {
-                vec![format!("{}:{}:{}", config.encoder.crf, config.encoder.preset, config.encoder.x264_params)]
+                vec![format!(
+                    "crf={},preset={},params={},span={},after={},max_frames={},ccrf={},cpreset={},cparams={}",
+                    config.encoder.crf,
+                    config.encoder.preset,
+                    config.encoder.x264_params,
+                    if config.compact.enabled() { humantime::format_duration(config.compact.span).to_string() } else { "0".into() },
+                    humantime::format_duration(config.compact.after),
+                    config.compact.max_frames,
+                    config.compact.crf,
+                    config.compact.preset,
+                    config.compact.x264_params
+                )]
             } else {
                 profile
             };
-            if !json {
-                println!("corpus: {} frames, {} bytes of PNG ({})", corpus.len(), corpus.iter().map(|f| f.png.len()).sum::<usize>(), dir.map_or(format!("synthetic {size}"), |d| d.display().to_string()));
-                println!("{:<28} {:>12} {:>7} {:>10} {:>9} {:>10} {:>10} {:>10}", "profile", "stored B", "ratio", "PSNR mean", "PSNR min", "ingest s/f", "encode s/f", "total s/f");
-            }
-            for spec in specs {
-                let mut parts = spec.splitn(3, ':');
-                let mut encoder = config.encoder.clone();
-                encoder.crf = parts.next().unwrap_or("").parse().context("profile crf")?;
-                encoder.preset = parts.next().context("profile preset")?.to_string();
-                encoder.x264_params = parts.next().unwrap_or("").to_string();
-                let r = bench::run_pipeline(&corpus, &bench::Profile { name: spec.clone(), encoder }).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let profiles = specs
+                .iter()
+                .map(|s| bench::Profile::parse(s, &config).map_err(|e| anyhow::anyhow!("{e}")))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            if profiles.len() == 1 {
+                // One profile: run it here (its peak memory is this process's).
+                let corpus = load()?;
+                let r = bench::run_pipeline(&corpus, &profiles[0]).map_err(|e| anyhow::anyhow!("{e}"))?;
                 if json {
                     println!("{}", serde_json::to_string(&r)?);
                 } else {
-                    println!(
-                        "{:<28} {:>12} {:>6.2}x {:>9.2} {:>9.2} {:>10.4} {:>10.4} {:>10.4}",
-                        r.profile, r.stored_bytes, r.ratio, r.psnr_mean_db, r.psnr_min_db, r.ingest_cpu_s_per_frame, r.encode_cpu_s_per_frame, r.pipeline_cpu_s_per_frame
-                    );
+                    print_pipeline(&corpus, &dir, &size, &[r]);
                 }
+                return Ok(());
+            }
+            // Several: each in its own process, so that peak memory is measured per profile.
+            let mut reports = Vec::new();
+            for spec in &specs {
+                let mut cmd = std::process::Command::new(std::env::current_exe()?);
+                cmd.args(["bench", "pipeline", "--json", "--profile", spec]);
+                match &dir {
+                    Some(d) => cmd.arg("--dir").arg(d),
+                    None => cmd.args(["--size", &size, "--frames", &frames.to_string()]),
+                };
+                let out = cmd.stderr(std::process::Stdio::inherit()).output()?;
+                anyhow::ensure!(out.status.success(), "profile {spec} failed");
+                let r: bench::PipelineReport = serde_json::from_slice(&out.stdout).context("child report")?;
+                if json {
+                    println!("{}", serde_json::to_string(&r)?);
+                } else {
+                    eprintln!("done: {spec}");
+                }
+                reports.push(r);
             }
             if !json {
-                println!("peak RSS {:.0} MiB", bench::peak_rss_mib());
+                print_pipeline(&load()?, &dir, &size, &reports);
+            }
+            Ok(())
+        }
+        BenchWhat::Corpus { dir, json } => {
+            let corpus = bench::load_dir(&dir).with_context(|| format!("reading {}", dir.display()))?;
+            let st = bench::corpus_stats(&corpus).map_err(|e| anyhow::anyhow!("{e}"))?;
+            if json {
+                println!("{}", serde_json::to_string(&st)?);
+            } else {
+                let pct = |n: usize| 100.0 * n as f64 / st.pairs.max(1) as f64;
+                println!(
+                    "{} frames {}x{}, mean PNG {:.0} KB; consecutive pairs: {} identical ({:.0} %), {} nearly identical <0.1 % pixels ({:.0} %), {} changed ({:.0} %, median {:.1} % of pixels)",
+                    st.frames, st.width, st.height, st.mean_png_bytes / 1000.0, st.identical, pct(st.identical),
+                    st.nearly_identical, pct(st.nearly_identical), st.changed, pct(st.changed), 100.0 * st.changed_median_share
+                );
             }
             Ok(())
         }

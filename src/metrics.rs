@@ -13,6 +13,8 @@ pub struct Metrics {
     pub encode_errors: AtomicU64,
     pub encode_micros: AtomicU64,
     pub files_expired: AtomicU64,
+    pub blocks_compacted: AtomicU64,
+    pub compact_micros: AtomicU64,
 }
 
 impl Metrics {
@@ -33,10 +35,15 @@ impl Metrics {
         counter("screentape_segments_written_total", "Media segments written.", "", get(&self.segments_written));
         counter("screentape_segment_bytes_written_total", "Bytes of media segments written.", "", get(&self.segment_bytes_written));
         counter("screentape_encode_errors_total", "Minutes whose encode failed and will be retried.", "", get(&self.encode_errors));
+        counter("screentape_blocks_compacted_total", "Blocks re-encoded into long-GOP segments.", "", get(&self.blocks_compacted));
         counter("screentape_files_expired_total", "Files deleted by retention or replacement.", "", get(&self.files_expired));
         out.push_str(&format!(
             "# HELP screentape_encode_seconds_total Wall time spent encoding minutes.\n# TYPE screentape_encode_seconds_total counter\nscreentape_encode_seconds_total {:.3}\n",
             get(&self.encode_micros) as f64 / 1e6
+        ));
+        out.push_str(&format!(
+            "# HELP screentape_compact_seconds_total Wall time spent compacting blocks.\n# TYPE screentape_compact_seconds_total counter\nscreentape_compact_seconds_total {:.3}\n",
+            get(&self.compact_micros) as f64 / 1e6
         ));
         out.push_str(&format!(
             "# HELP screentape_pending_frames Acknowledged frames not yet in a segment.\n# TYPE screentape_pending_frames gauge\nscreentape_pending_frames {pending_frames}\n"

@@ -15,7 +15,9 @@ pub struct Retention {
     pub retention_ms: i64,
     /// Byte budget for stored footage (0 = none).
     pub max_bytes: u64,
-    pub keep_originals_ms: i64,
+    /// How long originals stay after their (compacted, one-minute) segment is written.
+    pub keep_originals_ms: (i64, i64),
+    pub variant_cache_bytes: u64,
     pub clock: SharedClock,
     pub layout: Layout,
     pub index: Index,
@@ -35,7 +37,8 @@ impl Retention {
         Self {
             retention_ms: config.retention.as_millis() as i64,
             max_bytes: config.max_bytes,
-            keep_originals_ms: config.keep_originals.as_millis() as i64,
+            keep_originals_ms: crate::ingest::keep_windows(config),
+            variant_cache_bytes: config.variant_cache_bytes,
             clock,
             layout,
             index,
@@ -55,6 +58,10 @@ impl Retention {
             }
         }
         let files_removed = crate::garbage::collect(&self.layout, &self.index, &files);
+        // Transcodes of segments that are gone go too: no footage outlives the window in a cache.
+        if let Err(e) = crate::variant::sweep_cache(&self.layout, &self.index, self.variant_cache_bytes) {
+            tracing::warn!(error = %e, "cannot sweep the variant cache");
+        }
         Metrics::add(&self.metrics.files_expired, files_removed as u64);
         self.index.delete_expired_sessions(self.clock.now_ms())?;
         // Spool files older than the window go too (kept originals, a device's carry picture, a frame
@@ -62,9 +69,9 @@ impl Retention {
         // expired footage back. An encode reading one at this moment finds it gone and skips it.
         let mut spool_files_removed = remove_old_spool(&self.layout, cutoff_ms);
         // Originals of encoded frames past the keep window (devices that went quiet).
-        let keep_after = self.clock.now_ms() - self.keep_originals_ms;
+        let release = crate::ingest::Release::at(self.clock.now_ms(), self.keep_originals_ms);
         for device_id in self.index.device_ids()? {
-            match crate::ingest::release_spool(&self.layout, &self.index, &device_id, keep_after) {
+            match crate::ingest::release_spool(&self.layout, &self.index, &device_id, release) {
                 Ok(n) => spool_files_removed += n,
                 Err(e) => tracing::warn!(device_id, error = %e, "cannot release spool files"),
             }

@@ -21,7 +21,7 @@ use crate::layout::Layout;
 use crate::media::ffmpeg::{decode_segment, encode_segment, EncodeSettings};
 use crate::media::{MediaError, Picture};
 use crate::metrics::Metrics;
-use plan::{plan_minute, Source};
+use plan::{plan_block, Source};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EncodeError {
@@ -45,8 +45,15 @@ pub struct MinuteEncoder {
     pub pending: Arc<Pending>,
     pub metrics: Arc<Metrics>,
     pub settings: EncodeSettings,
+    /// Settings of compacted (cold) segments.
+    pub cold_settings: EncodeSettings,
+    /// Compaction span in ms (0 = off) and the most frames in one compacted segment.
+    pub compact_span_ms: i64,
+    pub compact_max_frames: usize,
     pub carry_max_age_ms: i64,
-    pub keep_originals_ms: i64,
+    pub retention_ms: i64,
+    /// How long originals stay after their (compacted, one-minute) segment is written.
+    pub keep_originals_ms: (i64, i64),
     pub max_dimension: u32,
 }
 
@@ -74,19 +81,40 @@ pub struct MinuteOutcome {
 }
 
 impl MinuteEncoder {
-    /// Encodes (or re-encodes) everything known for `device_id`'s minute starting at `minute_ms`,
-    /// replaces the minute's segments atomically, then removes spool files that are now safe.
+    /// Encodes (or re-encodes) everything known for `device_id`'s minute starting at `minute_ms`:
+    /// the minute itself, or the whole compacted block that holds it (a late frame).
     pub fn encode_minute(&self, device_id: &str, minute_ms: i64) -> Result<MinuteOutcome, EncodeError> {
-        let minute_end = minute_ms + MINUTE_MS;
+        let block = self.index.block_of(device_id, minute_ms)?;
+        self.encode_block(device_id, block)
+    }
+
+    /// Re-encodes the compaction span starting at `block_ms` into long-GOP segments.
+    pub fn compact(&self, device_id: &str, block_ms: i64) -> Result<MinuteOutcome, EncodeError> {
+        if self.compact_span_ms <= MINUTE_MS {
+            return Ok(MinuteOutcome::default());
+        }
+        self.encode_block(device_id, (block_ms, self.compact_span_ms))
+    }
+
+    /// Encodes everything known for the block `[minute_ms, minute_ms + span_ms)` (a minute, or a
+    /// compaction span), replaces the block's segments atomically, then removes spool files that are now safe.
+    fn encode_block(&self, device_id: &str, (minute_ms, span_ms): (i64, i64)) -> Result<MinuteOutcome, EncodeError> {
+        let minute_end = minute_ms + span_ms;
+        let cold = span_ms > MINUTE_MS;
+        let (settings, max_frames) = if cold { (&self.cold_settings, self.compact_max_frames) } else { (&self.settings, usize::MAX) };
         let spool = crate::ingest::spool_captures(&self.layout, device_id)?;
-        let encoded = self.index.frames_between(device_id, minute_ms, minute_end)?;
+        // Nothing older than the retention window is encoded again (retention may have just
+        // deleted it; a compaction or late frame must not bring it back).
+        let expired_before = self.clock.now_ms() - self.retention_ms;
+        let kept_from = expired_before.max(minute_ms);
+        let encoded = self.index.frames_between(device_id, kept_from, minute_end)?;
 
         // Every capture of the minute; the original PNG wins over a decoded frame.
         let mut sources: std::collections::BTreeMap<i64, FrameSource> = encoded
             .iter()
             .map(|f| (f.capture_ms, FrameSource::Segment { sha256: f.sha256, segment_id: f.segment_id }))
             .collect();
-        for &capture_ms in spool.range(minute_ms..minute_end) {
+        for &capture_ms in spool.range(kept_from..minute_end.max(kept_from)) {
             if let Some(src) = self.read_spool(device_id, capture_ms, sources.contains_key(&capture_ms))? {
                 sources.insert(capture_ms, src);
             }
@@ -104,7 +132,7 @@ impl MinuteEncoder {
             (None, Some(e)) => Some((e.capture_ms, FrameSource::Segment { sha256: e.sha256, segment_id: e.segment_id })),
             (None, None) => None,
         }
-        .filter(|(capture_ms, _)| minute_ms - capture_ms <= self.carry_max_age_ms);
+        .filter(|(capture_ms, _)| minute_ms - capture_ms <= self.carry_max_age_ms && *capture_ms >= expired_before);
 
         let mut pictures = PictureLoader::new(self);
         let mut captures = Vec::with_capacity(sources.len());
@@ -133,10 +161,10 @@ impl MinuteEncoder {
             return Ok(MinuteOutcome::default());
         }
 
-        let plan = plan_minute(minute_ms, &captures, carry, self.carry_max_age_ms);
+        let plan = plan_block((minute_ms, minute_end), &captures, carry, self.carry_max_age_ms, max_frames);
         let mut new_segments = Vec::with_capacity(plan.len());
-        let fragment_index = (minute_ms / MINUTE_MS) as u32;
         for planned in &plan {
+            let fragment_index = (planned.start_ms / MINUTE_MS) as u32;
             let source_of = |source: &Source| match source {
                 Source::Carry => carry.expect("planned only with a carry").0,
                 Source::Capture(i) => captures[*i].0,
@@ -146,7 +174,7 @@ impl MinuteEncoder {
                 Source::Carry => carry.expect("planned only with a carry").1,
                 Source::Capture(i) => captures[i].1,
             };
-            let encoded = encode_segment(&self.settings, dims, &pts, planned.end_ms, fragment_index, |i| {
+            let encoded = encode_segment(settings, dims, &pts, planned.end_ms, fragment_index, |i| {
                 pictures.take(source_of(&planned.frames[i].1))
             });
             let encoded = match encoded {
@@ -191,15 +219,22 @@ impl MinuteEncoder {
             });
         }
 
-        // The commit point: from here the minute is served from the new segments.
-        let (_, replaced) = self.index.replace_minute(device_id, minute_ms, &new_segments, self.clock.now_ms())?;
+        // Retention may have moved on while this encoded: a segment already past the window is not committed.
+        let expired_before = self.clock.now_ms() - self.retention_ms;
+        let (new_segments, late): (Vec<NewSegment>, Vec<NewSegment>) = new_segments.into_iter().partition(|s| s.end_ms > expired_before);
+        for seg in &late {
+            fsutil::remove_if_exists(&self.layout.resolve(&seg.file))?;
+        }
+        // The commit point: from here the block is served from the new segments.
+        let (_, replaced) = self.index.replace_block(device_id, (minute_ms, span_ms), &new_segments, self.clock.now_ms())?;
         let removed = crate::garbage::collect(&self.layout, &self.index, &replaced);
         Metrics::add(&self.metrics.files_expired, removed as u64);
 
         let new_spool_frames = hashes.iter().filter(|(_, newly_spooled)| *newly_spooled).count();
         self.pending.frames_encoded(new_spool_frames);
-        crate::ingest::release_spool(&self.layout, &self.index, device_id, self.clock.now_ms() - self.keep_originals_ms)?;
-        self.recheck_next_minute(device_id, minute_ms, captures.last().expect("not empty").0)?;
+        let release = crate::ingest::Release::at(self.clock.now_ms(), self.keep_originals_ms);
+        crate::ingest::release_spool(&self.layout, &self.index, device_id, release)?;
+        self.recheck_next_block(device_id, minute_end, captures.last().expect("not empty").0)?;
 
         let outcome = MinuteOutcome { segments: new_segments.len(), frames: captures.len(), new_spool_frames };
         Metrics::add(&self.metrics.frames_encoded, plan.iter().map(|p| p.frames.len() as u64).sum());
@@ -224,10 +259,9 @@ impl MinuteEncoder {
         Ok(())
     }
 
-    /// If the next minute was encoded with a carry that is no longer the latest earlier capture
-    /// (a late frame arrived), queue it for re-encoding.
-    fn recheck_next_minute(&self, device_id: &str, minute_ms: i64, last_capture_ms: i64) -> Result<(), EncodeError> {
-        let next = minute_ms + MINUTE_MS;
+    /// If the block starting at `next` was encoded with a carry that is no longer the latest
+    /// earlier capture (a late frame arrived), queue it for re-encoding.
+    fn recheck_next_block(&self, device_id: &str, next: i64, last_capture_ms: i64) -> Result<(), EncodeError> {
         let first_next = self.index.segments_between(device_id, next, next + 1)?.into_iter().next();
         if let Some(Segment { carry_ms: Some(carry_ms), minute_ms: m, .. }) = first_next {
             if m == next && carry_ms != last_capture_ms {
@@ -282,7 +316,7 @@ impl<'a> PictureLoader<'a> {
         let media_bytes = std::fs::read(self.enc.layout.resolve(&seg.file))?;
         let frames = decode_segment(&init_bytes, &media_bytes)?;
         let captures: Vec<FrameRow> = index
-            .frames_between(device_id, seg.minute_ms, seg.minute_ms + MINUTE_MS)?
+            .frames_between(device_id, seg.start_ms, seg.end_ms)?
             .into_iter()
             .filter(|f| f.segment_id == segment_id)
             .collect();
@@ -308,15 +342,20 @@ impl<'a> PictureLoader<'a> {
     }
 }
 
-/// A batch of due minutes of one device, encoded in time order by one worker.
+/// A batch of due minutes of one device, encoded in time order by one worker, or one
+/// compaction span of that device.
 struct Job {
     device_id: String,
     minutes: Vec<i64>,
+    compact: Option<i64>,
 }
 
 struct Shared {
     minute: MinuteEncoder,
     grace_ms: i64,
+    compact_after_ms: i64,
+    /// Compaction blocks that failed, and when they may be tried again.
+    compact_backoff: Mutex<HashMap<(String, i64), Instant>>,
     busy: Mutex<BTreeSet<String>>,
     idle: Condvar,
     wake: Mutex<bool>,
@@ -337,6 +376,8 @@ impl Scheduler {
         let shared = Arc::new(Shared {
             minute,
             grace_ms: config.segment_grace.as_millis() as i64,
+            compact_after_ms: config.compact.after.as_millis() as i64,
+            compact_backoff: Mutex::default(),
             busy: Mutex::default(),
             idle: Condvar::new(),
             wake: Mutex::new(false),
@@ -388,18 +429,51 @@ impl Scheduler {
         self.shared.minute.clock.now_ms() - MINUTE_MS - self.shared.grace_ms + 1
     }
 
-    /// Queues every due minute of every idle device.
-    fn pass(&self) {
+    /// Per device, its oldest block due for compaction (none in backoff after a failure).
+    fn compaction_candidates(&self) -> Vec<(String, i64)> {
+        let span = self.shared.minute.compact_span_ms;
+        if span <= MINUTE_MS {
+            return Vec::new();
+        }
+        let candidates = match self.shared.minute.index.uncompacted_before(self.compact_cutoff() + span) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list compaction candidates");
+                return Vec::new();
+            }
+        };
+        let now = Instant::now();
+        let mut backoff = self.shared.compact_backoff.lock().expect("backoff lock");
+        backoff.retain(|_, until| *until > now);
+        candidates
+            .into_iter()
+            .map(|(device_id, minute_ms)| (device_id, minute_ms - minute_ms.rem_euclid(span)))
+            .filter(|(device_id, block)| !backoff.contains_key(&(device_id.clone(), *block)))
+            .collect()
+    }
+
+    /// Blocks whose end is at or before this are due for compaction (block starts before it).
+    fn compact_cutoff(&self) -> i64 {
+        let span = self.shared.minute.compact_span_ms;
+        let t = self.shared.minute.clock.now_ms() - self.shared.compact_after_ms;
+        t - t.rem_euclid(span.max(1)) - span
+    }
+
+    /// Queues every due minute of every idle device; then, while the queue has room, the oldest
+    /// due compaction block of each idle device. Returns how many jobs it queued.
+    fn pass(&self) -> usize {
         let tx = match self.tx.lock().expect("tx lock").clone() {
             Some(tx) => tx,
-            None => return,
+            None => return 0,
         };
+        let mut queued = 0;
         let mut busy = self.shared.busy.lock().expect("busy lock");
         let pending = &self.shared.minute.pending;
         for (device_id, minutes) in pending.take_due(self.due_cutoff(), &busy) {
-            match tx.try_send(Job { device_id: device_id.clone(), minutes }) {
+            match tx.try_send(Job { device_id: device_id.clone(), minutes, compact: None }) {
                 Ok(()) => {
                     busy.insert(device_id);
+                    queued += 1;
                 }
                 Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => {
                     for m in job.minutes {
@@ -408,19 +482,35 @@ impl Scheduler {
                 }
             }
         }
+        // Compaction is background work: only into a queue at most half full, never ahead of minutes.
+        let span = self.shared.minute.compact_span_ms;
+        if span > MINUTE_MS && tx.len() * 2 < tx.capacity().unwrap_or(1) {
+            for (device_id, block) in self.compaction_candidates() {
+                if busy.contains(&device_id) || tx.len() * 2 >= tx.capacity().unwrap_or(1) {
+                    continue;
+                }
+                if tx.try_send(Job { device_id: device_id.clone(), minutes: Vec::new(), compact: Some(block) }).is_ok() {
+                    busy.insert(device_id);
+                    queued += 1;
+                }
+            }
+        }
+        queued
     }
 
     /// Encodes everything due now and returns once it is indexed (for tests and `check`).
     /// Blocking: call from a blocking thread.
     pub fn run_due_now(&self) {
-        for _ in 0..20 {
-            self.pass();
+        // Bounded: a minute that keeps failing stays due (it is retried at every tick).
+        for _ in 0..1000 {
+            let queued = self.pass();
             let mut busy = self.shared.busy.lock().expect("busy lock");
             while !busy.is_empty() {
                 busy = self.shared.idle.wait(busy).expect("busy lock");
             }
             drop(busy);
-            if !self.shared.minute.pending.has_due(self.due_cutoff()) {
+            // A pass may find nothing because the scheduler thread had taken the work: look again.
+            if queued == 0 && !self.shared.minute.pending.has_due(self.due_cutoff()) && self.compaction_candidates().is_empty() {
                 return;
             }
         }
@@ -449,6 +539,24 @@ fn worker_loop(shared: &Shared, rx: &Receiver<Job>, scheduler: &std::sync::Weak<
     }
     while let Ok(job) = rx.recv() {
         let mut failed = false;
+        if let Some(block_ms) = job.compact {
+            let started = Instant::now();
+            let result = shared.minute.compact(&job.device_id, block_ms);
+            Metrics::add(&shared.minute.metrics.compact_micros, started.elapsed().as_micros() as u64);
+            match result {
+                Ok(outcome) => {
+                    Metrics::add(&shared.minute.metrics.blocks_compacted, 1);
+                    tracing::debug!(device_id = %job.device_id, block_ms, ?outcome, "block compacted");
+                }
+                Err(e) => {
+                    Metrics::add(&shared.minute.metrics.encode_errors, 1);
+                    tracing::error!(device_id = %job.device_id, block_ms, error = %e, "compaction failed; will retry in a minute");
+                    let until = Instant::now() + Duration::from_secs(60);
+                    shared.compact_backoff.lock().expect("backoff lock").insert((job.device_id.clone(), block_ms), until);
+                    failed = true;
+                }
+            }
+        }
         for &minute_ms in &job.minutes {
             let started = Instant::now();
             let result = shared.minute.encode_minute(&job.device_id, minute_ms);

@@ -25,24 +25,37 @@ impl PlannedSegment {
     }
 }
 
-/// Plans the segments of the minute starting at `minute_ms`.
-/// `captures` are (capture_ms, (width, height)) sorted by time, all inside the minute;
-/// `carry` is the device's latest earlier capture, if any.
-///
-/// Rules (facts/browser.md): the first segment starts exactly on the minute with a keyframe;
-/// it repeats `carry` when the first capture is later than :00 and `carry` is recent enough and
-/// of the same size, otherwise the first capture is shown from :00. Each frame lasts until the
-/// next capture, the last until the minute's end. A size change starts a new segment.
+/// Plans the segments of the minute starting at `minute_ms` (see [`plan_block`]).
 pub fn plan_minute(
     minute_ms: i64,
     captures: &[(i64, (u32, u32))],
     carry: Option<(i64, (u32, u32))>,
     carry_max_age_ms: i64,
 ) -> Vec<PlannedSegment> {
+    plan_block((minute_ms, minute_ms + MINUTE_MS), captures, carry, carry_max_age_ms, usize::MAX)
+}
+
+/// Plans the segments of the block `[start, end)`: a minute, or a compaction span.
+/// `captures` are (capture_ms, (width, height)) sorted by time, all inside the minute;
+/// `carry` is the device's latest earlier capture, if any.
+///
+/// Rules (facts/browser.md): the first segment starts exactly on the minute with a keyframe;
+/// it repeats `carry` when the first capture is later than :00 and `carry` is recent enough and
+/// of the same size, otherwise the first capture is shown from :00. Each frame lasts until the
+/// next capture, the last until the block's end. A size change starts a new segment, and so does
+/// a segment reaching `max_frames` (each segment is one keyframe interval: a seek decodes at most that many).
+pub fn plan_block(
+    (minute_ms, block_end_ms): (i64, i64),
+    captures: &[(i64, (u32, u32))],
+    carry: Option<(i64, (u32, u32))>,
+    carry_max_age_ms: i64,
+    max_frames: usize,
+) -> Vec<PlannedSegment> {
     let mut segments: Vec<PlannedSegment> = Vec::new();
     for (i, (capture_ms, dims)) in captures.iter().enumerate() {
         let same_size = i > 0 && captures[i - 1].1 == *dims;
-        if same_size {
+        let full = segments.last().is_some_and(|s| s.frames.len() >= max_frames.max(2));
+        if same_size && !full {
             segments.last_mut().expect("a segment is open").frames.push((*capture_ms, Source::Capture(i)));
             continue;
         }
@@ -64,7 +77,7 @@ pub fn plan_minute(
         } else {
             frames.push((*capture_ms, Source::Capture(i)));
         }
-        segments.push(PlannedSegment { start_ms, end_ms: minute_ms + MINUTE_MS, frames });
+        segments.push(PlannedSegment { start_ms, end_ms: block_end_ms, frames });
     }
     segments
 }
@@ -109,5 +122,17 @@ mod tests {
         let plan = plan_minute(M, &[(M + 5_000, HD), (M + 20_000, small), (M + 30_000, small), (M + 40_000, HD)], None, 60_000);
         let spans: Vec<(i64, i64, usize)> = plan.iter().map(|s| (s.start_ms - M, s.end_ms - M, s.frames.len())).collect();
         assert_eq!(spans, vec![(0, 20_000, 1), (20_000, 40_000, 2), (40_000, 60_000, 1)]);
+    }
+
+    #[test]
+    fn a_block_splits_into_segments_of_at_most_max_frames() {
+        // Ten minutes, a capture every 10 s from :05, carry at the start: 61 frames, 25 a segment.
+        let captures: Vec<(i64, (u32, u32))> = (0..60).map(|i| (M + 5_000 + i * 10_000, HD)).collect();
+        let plan = plan_block((M, M + 600_000), &captures, Some((M - 5_000, HD)), 60_000, 25);
+        let spans: Vec<(i64, i64, usize)> = plan.iter().map(|s| (s.start_ms - M, s.end_ms - M, s.frames.len())).collect();
+        assert_eq!(spans, vec![(0, 245_000, 25), (245_000, 495_000, 25), (495_000, 600_000, 11)]);
+        assert!(plan[0].has_carry() && !plan[1].has_carry());
+        let frames: usize = plan.iter().map(|s| s.frames.len()).sum();
+        assert_eq!(frames, 61, "every capture once, plus the carry");
     }
 }

@@ -78,6 +78,16 @@ impl From<IngestError> for ApiError {
     }
 }
 
+impl From<crate::variant::VariantError> for ApiError {
+    fn from(e: crate::variant::VariantError) -> Self {
+        match e {
+            crate::variant::VariantError::NotFound => ApiError::NotFound,
+            crate::variant::VariantError::Io(e) if e.kind() == std::io::ErrorKind::NotFound => ApiError::NotFound,
+            other => ApiError::internal(other),
+        }
+    }
+}
+
 impl From<crate::index::IndexError> for ApiError {
     fn from(e: crate::index::IndexError) -> Self {
         ApiError::internal(e)

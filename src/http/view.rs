@@ -73,7 +73,61 @@ pub async fn multivariant(State(app): State<Arc<App>>, Viewer(user): Viewer, Pat
         .max()
         .unwrap_or(100_000)
         .max(1_000);
-    Ok(playlist_response(hls::multivariant_playlist(codec, width, height, bandwidth, "media.m3u8")))
+    // High 4:4:4 first (what Chromium plays); High 4:2:0, transcoded on demand, for the rest.
+    let codec_420 = crate::variant::codec_420(codec);
+    let variants = [
+        hls::Variant { codec, bandwidth, uri: "media.m3u8" },
+        hls::Variant { codec: &codec_420, bandwidth: bandwidth / 2, uri: "media420.m3u8" },
+    ];
+    Ok(playlist_response(hls::multivariant_playlist(width, height, &variants)))
+}
+
+/// The 4:2:0 variant's media playlist: the same entries, URIs of transcoded segments.
+pub async fn media_playlist_420(State(app): State<Arc<App>>, Viewer(user): Viewer, Path(id): Path<String>) -> Result<Response, ApiError> {
+    visible(&app, user, &id).await?;
+    let entries: Vec<Entry> = entries(&window_segments(&app, &id).await?)
+        .into_iter()
+        .map(|e| match e {
+            Entry::Segment { start_ms, end_ms, uri, init_uri } => Entry::Segment {
+                start_ms,
+                end_ms,
+                uri: uri.replacen("segments/", "segments420/", 1),
+                init_uri: init_uri.replacen("init/", "init420/", 1),
+            },
+            gap => gap,
+        })
+        .collect();
+    Ok(playlist_response(hls::media_playlist(&entries)))
+}
+
+pub async fn segment_420(
+    State(app): State<Arc<App>>,
+    Viewer(user): Viewer,
+    Path((id, file)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    visible(&app, user, &id).await?;
+    let seg_id = numbered(&file, ".m4s")?;
+    let app2 = app.clone();
+    let bytes = blocking(move || {
+        let seg = app2.index.segment(seg_id)?.filter(|s| s.device_id == id).ok_or(ApiError::NotFound)?;
+        Ok(app2.variants.segment(&seg)?)
+    })
+    .await?;
+    files::immutable(bytes, "video/iso.segment", &headers)
+}
+
+pub async fn init_420(
+    State(app): State<Arc<App>>,
+    Viewer(user): Viewer,
+    Path((id, file)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    visible(&app, user, &id).await?;
+    let init_id = numbered(&file, ".mp4")?;
+    let app2 = app.clone();
+    let bytes = blocking(move || Ok(app2.variants.init(&id, init_id)?)).await?;
+    files::immutable(bytes, "video/mp4", &headers)
 }
 
 pub async fn media_playlist(State(app): State<Arc<App>>, Viewer(user): Viewer, Path(id): Path<String>) -> Result<Response, ApiError> {

@@ -62,6 +62,8 @@ pub struct Segment {
     pub width: u32,
     pub height: u32,
     pub frame_count: i64,
+    /// Length of the block this segment was encoded in (one minute until compacted).
+    pub span_ms: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,7 +101,7 @@ pub struct FrameRow {
 }
 
 const SEGMENT_COLUMNS: &str =
-    "id, device_id, minute_ms, start_ms, end_ms, carry_ms, init_id, file, bytes, codec, width, height, frame_count";
+    "id, device_id, minute_ms, start_ms, end_ms, carry_ms, init_id, file, bytes, codec, width, height, frame_count, span_ms";
 
 fn segment_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Segment> {
     Ok(Segment {
@@ -116,6 +118,7 @@ fn segment_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Segment> {
         width: r.get(10)?,
         height: r.get(11)?,
         frame_count: r.get(12)?,
+        span_ms: r.get(13)?,
     })
 }
 
@@ -307,14 +310,15 @@ impl Index {
         })
     }
 
-    /// When the segment holding this capture was written, if the capture is encoded.
-    pub fn frame_encoded_at(&self, device_id: &str, capture_ms: i64) -> Result<Option<i64>> {
+    /// When the segment holding this capture was written and whether it is a compacted one,
+    /// if the capture is encoded.
+    pub fn frame_encoded_at(&self, device_id: &str, capture_ms: i64) -> Result<Option<(i64, bool)>> {
         self.with(|c| {
             Ok(c.query_row(
-                "SELECT s.created_ms FROM frames f JOIN segments s ON s.id = f.segment_id
+                "SELECT s.created_ms, s.span_ms > 60000 FROM frames f JOIN segments s ON s.id = f.segment_id
                  WHERE f.device_id = ? AND f.capture_ms = ?",
                 params![device_id, capture_ms],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?)
         })
@@ -348,6 +352,18 @@ impl Index {
     pub fn segment(&self, id: i64) -> Result<Option<Segment>> {
         self.with(|c| {
             Ok(c.query_row(&format!("SELECT {SEGMENT_COLUMNS} FROM segments WHERE id = ?"), [id], segment_from_row).optional()?)
+        })
+    }
+
+    /// The device's oldest segment that uses this init.
+    pub fn first_segment_with_init(&self, device_id: &str, init_id: i64) -> Result<Option<Segment>> {
+        self.with(|c| {
+            Ok(c.query_row(
+                &format!("SELECT {SEGMENT_COLUMNS} FROM segments WHERE device_id = ? AND init_id = ? ORDER BY start_ms LIMIT 1"),
+                params![device_id, init_id],
+                segment_from_row,
+            )
+            .optional()?)
         })
     }
 
@@ -397,20 +413,49 @@ impl Index {
         })
     }
 
-    /// Replaces everything stored for one device-minute with `new` in one transaction.
-    /// The files of the replaced segments go to the garbage list (unlinked by the caller).
+    /// The block `[start_ms, start_ms + span_ms)` a minute of a device belongs to: its compacted
+    /// block if one covers it, else the minute itself.
+    pub fn block_of(&self, device_id: &str, minute_ms: i64) -> Result<(i64, i64)> {
+        self.with(|c| {
+            Ok(c.query_row(
+                "SELECT minute_ms, span_ms FROM segments
+                 WHERE device_id = ? AND span_ms > 60000 AND minute_ms <= ? AND minute_ms + span_ms > ? LIMIT 1",
+                params![device_id, minute_ms, minute_ms],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?
+            .unwrap_or((minute_ms, 60_000)))
+        })
+    }
+
+    /// Per device, the oldest one-minute segment's minute that started before `before_ms`
+    /// (the candidates for compaction), oldest first.
+    pub fn uncompacted_before(&self, before_ms: i64) -> Result<Vec<(String, i64)>> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT device_id, MIN(minute_ms) FROM segments WHERE span_ms = 60000 AND minute_ms < ?
+                 GROUP BY device_id ORDER BY 2",
+            )?;
+            let rows = st.query_map([before_ms], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    /// Replaces everything stored for one device's block `[start_ms, start_ms + span_ms)` (a
+    /// minute, or a compaction span) with `new` in one transaction. The files of the replaced
+    /// segments go to the garbage list (unlinked by the caller).
     /// Returns the new segment ids and the replaced segments' files.
-    pub fn replace_minute(
+    pub fn replace_block(
         &self,
         device_id: &str,
-        minute_ms: i64,
+        (start_ms, span_ms): (i64, i64),
         new: &[NewSegment],
         now_ms: i64,
     ) -> Result<(Vec<i64>, Vec<String>)> {
         self.tx(|tx| {
             let old: Vec<(i64, String)> = {
-                let mut st = tx.prepare("SELECT id, file FROM segments WHERE device_id = ? AND minute_ms = ?")?;
-                let rows = st.query_map(params![device_id, minute_ms], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                let mut st = tx.prepare("SELECT id, file FROM segments WHERE device_id = ? AND minute_ms >= ? AND minute_ms < ?")?;
+                let rows = st.query_map(params![device_id, start_ms, start_ms + span_ms], |r| Ok((r.get(0)?, r.get(1)?)))?;
                 rows.collect::<rusqlite::Result<_>>()?
             };
             for (id, file) in &old {
@@ -429,11 +474,11 @@ impl Index {
                 let init_id: i64 = tx.query_row("SELECT id FROM inits WHERE sha256 = ?", [seg.init_sha256], |r| r.get(0))?;
                 tx.execute(
                     "INSERT INTO segments (device_id, minute_ms, start_ms, end_ms, carry_ms, init_id, file, bytes, codec,
-                                           width, height, frame_count, created_ms)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                           width, height, frame_count, created_ms, span_ms)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     params![
-                        device_id, minute_ms, seg.start_ms, seg.end_ms, seg.carry_ms, init_id, seg.file, seg.bytes,
-                        seg.codec, seg.width, seg.height, seg.frame_count, now_ms
+                        device_id, start_ms, seg.start_ms, seg.end_ms, seg.carry_ms, init_id, seg.file, seg.bytes,
+                        seg.codec, seg.width, seg.height, seg.frame_count, now_ms, span_ms
                     ],
                 )?;
                 let id = tx.last_insert_rowid();
@@ -555,9 +600,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let index = Index::open(&dir.path().join("i.sqlite3")).unwrap();
         index.create_device("d1", "laptop", None, b"hash", 0).unwrap();
-        let (ids, old) = index.replace_minute("d1", 60_000, &[seg(60_000, "s/a", &[60_001, 70_000])], 1).unwrap();
+        let (ids, old) = index.replace_block("d1", (60_000, 60_000), &[seg(60_000, "s/a", &[60_001, 70_000])], 1).unwrap();
         assert_eq!((ids.len(), old.len()), (1, 0));
-        let (_, old) = index.replace_minute("d1", 60_000, &[seg(60_000, "s/b", &[60_001, 65_000, 70_000])], 2).unwrap();
+        let (_, old) = index.replace_block("d1", (60_000, 60_000), &[seg(60_000, "s/b", &[60_001, 65_000, 70_000])], 2).unwrap();
         assert_eq!(old, vec!["s/a".to_string()], "the replaced file goes to garbage");
         assert_eq!(index.frames_between("d1", 0, i64::MAX).unwrap().len(), 3);
         assert_eq!(index.garbage().unwrap(), vec!["s/a".to_string()]);

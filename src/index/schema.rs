@@ -61,4 +61,10 @@ CREATE INDEX frames_by_segment ON frames(segment_id);
 CREATE TABLE garbage (
     file TEXT PRIMARY KEY
 );
+"#,
+    r#"
+-- The block a segment was encoded in: [minute_ms, minute_ms + span_ms). One minute for fresh
+-- footage; a compaction span (e.g. 10 minutes, one keyframe per segment) once compacted.
+ALTER TABLE segments ADD COLUMN span_ms INTEGER NOT NULL DEFAULT 60000;
+CREATE INDEX segments_by_span ON segments(span_ms, minute_ms);
 "#];

@@ -135,18 +135,50 @@ pub fn spool_captures(layout: &Layout, device_id: &str) -> std::io::Result<std::
     Ok(out)
 }
 
-/// Removes `device_id`'s spool files whose frames are durably in a segment written before
-/// `encoded_before_ms`, except the device's latest capture (the carry picture of its next minute).
+/// When kept originals may go: frames in a compacted segment written before `compacted_before_ms`,
+/// frames in a one-minute segment written before `minute_before_ms` (with compaction on, much
+/// later: compaction re-encodes from the originals; a block compaction never reached still lets
+/// its originals go eventually).
+#[derive(Debug, Clone, Copy)]
+pub struct Release {
+    pub compacted_before_ms: i64,
+    pub minute_before_ms: i64,
+}
+
+/// How long originals stay after their segment is written: (compacted, one-minute) in ms.
+pub fn keep_windows(config: &Config) -> (i64, i64) {
+    let keep = config.keep_originals.as_millis() as i64;
+    let minute_keep = if config.compact.enabled() {
+        keep + (config.compact.after + config.compact.span).as_millis() as i64 + 3_600_000
+    } else {
+        keep
+    };
+    (keep, minute_keep)
+}
+
+impl Release {
+    pub fn at(now_ms: i64, (keep_compacted_ms, keep_minute_ms): (i64, i64)) -> Self {
+        Self { compacted_before_ms: now_ms - keep_compacted_ms, minute_before_ms: now_ms - keep_minute_ms }
+    }
+}
+
+/// Removes `device_id`'s spool files whose frames are durably in a segment old enough by
+/// `release`, except the device's latest capture (the carry picture of its next minute).
 /// Until then a late frame re-encodes its minute from these originals, without generation loss.
 /// A file is only removed once the index holds its frame. Returns how many were removed.
-pub fn release_spool(layout: &Layout, index: &Index, device_id: &str, encoded_before_ms: i64) -> Result<usize, IngestError> {
+pub fn release_spool(layout: &Layout, index: &Index, device_id: &str, release: Release) -> Result<usize, IngestError> {
     let latest = index.last_frame_before(device_id, i64::MAX)?.map(|f| f.capture_ms);
     let mut removed = 0;
     for capture_ms in spool_captures(layout, device_id)? {
         if Some(capture_ms) == latest {
             continue;
         }
-        if index.frame_encoded_at(device_id, capture_ms)?.is_some_and(|at| at < encoded_before_ms) {
+        let release_it = match index.frame_encoded_at(device_id, capture_ms)? {
+            Some((at, true)) => at < release.compacted_before_ms,
+            Some((at, false)) => at < release.minute_before_ms,
+            None => false,
+        };
+        if release_it {
             fsutil::remove_if_exists(&layout.spool_file(device_id, capture_ms))?;
             removed += 1;
         }

@@ -24,6 +24,8 @@ pub struct EncodeSettings {
     pub threads: u32,
     /// Extra libx264 options, `key=value:key=value` (empty for none).
     pub x264_params: String,
+    /// High 4:2:0 instead of High 4:4:4 (the variant for browsers without 4:4:4 decoding).
+    pub chroma420: bool,
 }
 
 /// One encoded segment, split at the top-level boxes.
@@ -80,7 +82,8 @@ pub fn encode_segment(
     let mut enc = codec::context::Context::new_with_codec(codec).encoder().video()?;
     enc.set_width(width);
     enc.set_height(height);
-    enc.set_format(Pixel::YUV444P);
+    let pixel = if settings.chroma420 { Pixel::YUV420P } else { Pixel::YUV444P };
+    enc.set_format(pixel);
     enc.set_time_base(MS);
     // A nominal rate is needed or x264 signals level 6.1; the real times are in the pts.
     enc.set_frame_rate(Some(Rational(1, 10)));
@@ -94,7 +97,7 @@ pub fn encode_segment(
     let mut opts = Dictionary::new();
     opts.set("preset", &settings.preset);
     opts.set("crf", &format!("{}", settings.crf));
-    opts.set("profile", "high444");
+    opts.set("profile", if settings.chroma420 { "high" } else { "high444" });
     opts.set("forced-idr", "1");
     opts.set("threads", &settings.threads.to_string());
     if !settings.x264_params.is_empty() {
@@ -132,7 +135,7 @@ pub fn encode_segment(
         if pic.dimensions() != (width, height) {
             return Err(MediaError::MixedSizes);
         }
-        let mut frame = to_yuv_frame(&pic, &mut scaler)?;
+        let mut frame = to_yuv_frame(&pic, pixel, &mut scaler)?;
         drop(pic);
         frame.set_pts(Some(*pts));
         if i == 0 {
@@ -170,11 +173,25 @@ fn drain(
     Ok(())
 }
 
-/// RGB → Y'CbCr 4:4:4 BT.709 limited range with accurate rounding, or a copy of decoded planes.
-fn to_yuv_frame(picture: &Picture, scaler: &mut Option<scaling::Context>) -> Result<ff::frame::Video, MediaError> {
+/// RGB → Y'CbCr (`pixel`: 4:4:4 or 4:2:0) BT.709 limited range with accurate rounding, or a
+/// copy (4:4:4) or chroma downsampling (4:2:0) of decoded planes.
+fn to_yuv_frame(picture: &Picture, pixel: Pixel, scaler: &mut Option<scaling::Context>) -> Result<ff::frame::Video, MediaError> {
     let (w, h) = picture.dimensions();
-    let mut out = ff::frame::Video::new(Pixel::YUV444P, w, h);
+    let mut out = ff::frame::Video::new(pixel, w, h);
     match picture {
+        Picture::Yuv(yuv) if pixel != Pixel::YUV444P => {
+            let mut src = ff::frame::Video::new(Pixel::YUV444P, w, h);
+            for (plane, data) in yuv.planes.iter().enumerate() {
+                let stride = src.stride(plane);
+                copy_rows(data, w as usize, stride, src.data_mut(plane), h as usize);
+            }
+            if scaler.is_none() {
+                // Same matrix and range both sides: only the chroma is resampled.
+                let flags = scaling::Flags::BICUBIC | scaling::Flags::ACCURATE_RND | scaling::Flags::FULL_CHR_H_INP;
+                *scaler = Some(scaling::Context::get(Pixel::YUV444P, w, h, pixel, w, h, flags)?);
+            }
+            scaler.as_mut().expect("set above").run(&src, &mut out)?;
+        }
         Picture::Yuv(yuv) => {
             for (plane, src) in yuv.planes.iter().enumerate() {
                 copy_rows(src, w as usize, out.stride(plane), out.data_mut(plane), h as usize);
@@ -185,7 +202,7 @@ fn to_yuv_frame(picture: &Picture, scaler: &mut Option<scaling::Context>) -> Res
             let stride = src.stride(0);
             copy_rows(&rgb.data, w as usize * 3, stride, src.data_mut(0), h as usize);
             if scaler.is_none() {
-                *scaler = Some(colour_scaler(Pixel::RGB24, Pixel::YUV444P, w, h)?);
+                *scaler = Some(colour_scaler(Pixel::RGB24, pixel, w, h)?);
             }
             scaler.as_mut().expect("set above").run(&src, &mut out)?;
         }
@@ -225,6 +242,38 @@ fn copy_rows(src: &[u8], row_bytes: usize, dst_stride: usize, dst: &mut [u8], ro
     for y in 0..rows {
         dst[y * dst_stride..y * dst_stride + row_bytes].copy_from_slice(&src[y * row_bytes..(y + 1) * row_bytes]);
     }
+}
+
+/// Re-encodes a stored segment with `settings` (the 4:2:0 variant), frame for frame at the same
+/// presentation times (`pts_ms`, as planned when it was written) and the same fragment number.
+/// Decoding runs on a helper thread, two frames ahead, so one segment is never all in memory.
+pub fn transcode_segment(
+    settings: &EncodeSettings,
+    init: Vec<u8>,
+    media: Vec<u8>,
+    (width, height): (u32, u32),
+    pts_ms: &[i64],
+    end_ms: i64,
+    fragment_index: u32,
+) -> Result<EncodedSegment, MediaError> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Yuv444, String>>(2);
+    let decoder = std::thread::Builder::new()
+        .name("transcode-decode".into())
+        .spawn(move || {
+            let result = decode_each(&init, &media, |_, yuv| tx.send(Ok(yuv)).is_ok());
+            if let Err(e) = result {
+                let _ = tx.send(Err(e.to_string()));
+            }
+        })
+        .map_err(|e| MediaError::Source(e.to_string()))?;
+    let encoded = encode_segment(settings, (width, height), pts_ms, end_ms, fragment_index, |_| match rx.recv() {
+        Ok(Ok(yuv)) => Ok(Picture::Yuv(yuv)),
+        Ok(Err(e)) => Err(MediaError::Source(e)),
+        Err(_) => Err(MediaError::Source("the segment holds fewer frames than its index rows".into())),
+    });
+    drop(rx);
+    let _ = decoder.join();
+    encoded
 }
 
 /// Decodes every frame of a segment (init + media), returning (pts in unix ms, picture).
@@ -376,7 +425,7 @@ mod tests {
     fn colour_round_trip_alone_is_near_lossless() {
         let rgb = crate::synth::screenshot(64, 48, 0, 0, 1);
         let mut scaler = None;
-        let frame = to_yuv_frame(&Picture::Rgb(rgb.clone()), &mut scaler).unwrap();
+        let frame = to_yuv_frame(&Picture::Rgb(rgb.clone()), Pixel::YUV444P, &mut scaler).unwrap();
         let yuv = frame_to_yuv(&frame, &mut None).unwrap();
         let back = yuv_to_rgb(&yuv).unwrap();
         let p = crate::media::psnr_rgb(&back, &rgb);

@@ -64,6 +64,44 @@ pub fn psnr_rgb(a: &RgbImage, b: &RgbImage) -> f64 {
     10.0 * (255.0 * 255.0 / mse).log10()
 }
 
+/// Mean SSIM over the R, G and B planes, on 8×8 windows (step 4), with the usual constants
+/// (K1 = 0.01, K2 = 0.03, L = 255). 1 means identical.
+pub fn ssim_rgb(a: &RgbImage, b: &RgbImage) -> f64 {
+    assert_eq!((a.width, a.height), (b.width, b.height), "ssim of images of different sizes");
+    let (w, h) = (a.width as usize, a.height as usize);
+    let (c1, c2) = ((0.01f64 * 255.0).powi(2), (0.03f64 * 255.0).powi(2));
+    let (mut sum, mut n) = (0.0, 0usize);
+    for c in 0..3 {
+        for y0 in (0..h.saturating_sub(7)).step_by(4) {
+            for x0 in (0..w.saturating_sub(7)).step_by(4) {
+                let (mut sa, mut sb, mut saa, mut sbb, mut sab) = (0u64, 0u64, 0u64, 0u64, 0u64);
+                for y in y0..y0 + 8 {
+                    let row = (y * w + x0) * 3 + c;
+                    for x in 0..8 {
+                        let (p, q) = (a.data[row + x * 3] as u64, b.data[row + x * 3] as u64);
+                        sa += p;
+                        sb += q;
+                        saa += p * p;
+                        sbb += q * q;
+                        sab += p * q;
+                    }
+                }
+                let k = 64.0;
+                let (ma, mb) = (sa as f64 / k, sb as f64 / k);
+                let va = saa as f64 / k - ma * ma;
+                let vb = sbb as f64 / k - mb * mb;
+                let cov = sab as f64 / k - ma * mb;
+                sum += ((2.0 * ma * mb + c1) * (2.0 * cov + c2)) / ((ma * ma + mb * mb + c1) * (va + vb + c2));
+                n += 1;
+            }
+        }
+    }
+    if n == 0 {
+        return 1.0;
+    }
+    sum / n as f64
+}
+
 #[cfg(test)]
 mod tests {
     use super::ffmpeg::{decode_segment, encode_segment, yuv_to_rgb, EncodeSettings};
@@ -77,7 +115,7 @@ mod tests {
         let pics: Vec<Picture> = times.iter().enumerate().map(|(i, t)| Picture::Rgb(screenshot(641, 361, *t, i as u64, 1))).collect();
 
         let d = crate::config::Config::default().encoder;
-        let settings = EncodeSettings { crf: d.crf, preset: d.preset, threads: 1, x264_params: d.x264_params };
+        let settings = EncodeSettings { crf: d.crf, preset: d.preset, threads: 1, x264_params: d.x264_params, chroma420: false };
         let seg = encode_segment(&settings, pics[0].dimensions(), &times, base + 60_000, 7, |i| Ok(pics[i].clone())).unwrap();
         assert!(seg.codec.starts_with("avc1.F4"), "High 4:4:4: {}", seg.codec);
         assert_eq!(mp4::first_tfdt(&seg.media).unwrap(), base as u64);
@@ -90,5 +128,17 @@ mod tests {
             worst = worst.min(p);
         }
         assert!(worst >= 45.0, "worst frame psnr {worst:.2} dB");
+    }
+
+    #[test]
+    fn ssim_is_one_for_identical_and_drops_with_noise() {
+        let a = screenshot(64, 48, 0, 1, 1);
+        assert!((ssim_rgb(&a, &a) - 1.0).abs() < 1e-12);
+        let mut b = a.clone();
+        for (i, v) in b.data.iter_mut().enumerate() {
+            *v = v.wrapping_add(if i % 7 == 0 { 40 } else { 0 });
+        }
+        let s = ssim_rgb(&a, &b);
+        assert!(s < 0.99 && s > 0.0, "{s}");
     }
 }

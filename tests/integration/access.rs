@@ -33,6 +33,9 @@ fn a_viewer_sees_only_its_devices_and_a_device_token_sees_nothing() {
             format!("/api/v1/devices/{dev}/timeline"),
             format!("/api/v1/devices/{dev}/segments/{}.m4s", bob_seg.id),
             format!("/api/v1/devices/{dev}/init/{}.mp4", bob_seg.init_id),
+            format!("/api/v1/devices/{dev}/media420.m3u8"),
+            format!("/api/v1/devices/{dev}/segments420/{}.m4s", bob_seg.id),
+            format!("/api/v1/devices/{dev}/init420/{}.mp4", bob_seg.init_id),
             format!("/api/v1/devices/{dev}/frame.png?t={}", T0 + 10),
             format!("/api/v1/devices/{dev}/thumb.png?t={}", T0 + 10),
             format!("/api/v1/devices/{dev}/export.mp4?from={T0}&to={}", T0 + 60_000),
@@ -46,9 +49,9 @@ fn a_viewer_sees_only_its_devices_and_a_device_token_sees_nothing() {
         assert_eq!(s.get(&admin.token, &path).send().unwrap().status(), 200, "admin {path}");
     }
     // A guessed URL of bob's segment under ann's device id.
-    for path in paths(&ann_dev).into_iter().filter(|p| p.contains("/segments/") || p.contains("/init/")) {
+    for path in paths(&ann_dev).into_iter().filter(|p| p.contains("/segments") || p.contains("/init")) {
         let status = s.get(&ann.token, &path).send().unwrap().status();
-        if path.contains("/segments/") {
+        if path.contains("/segments") {
             assert_eq!(status, 404, "{path}");
         }
     }

@@ -234,7 +234,11 @@ fn a_resolution_change_starts_a_new_segment_with_a_discontinuity() {
 
 #[test]
 fn retention_deletes_rows_then_files_by_the_injected_clock() {
-    let s = Server::start_with(|c| c.retention = std::time::Duration::from_secs(3600));
+    // One-minute segments only: this checks minute-exact expiry (compacted blocks expire whole).
+    let s = Server::start_with(|c| {
+        c.retention = std::time::Duration::from_secs(3600);
+        c.compact.span = std::time::Duration::ZERO;
+    });
     let v = s.add_user("ann", true);
     let (device, token) = s.add_device("laptop", None);
     s.clock.set_ms(T0 + 3 * MIN);
@@ -401,6 +405,10 @@ fn readers_racing_retention_get_whole_files_or_clean_404s() {
     }
     assert!(gone > 0, "the readers saw files disappear ({whole} whole, {gone} gone)");
     eprintln!("faults: retention under reading: {whole} whole files and {gone} clean 404s, no 5xx, no truncated 200");
+    // A compaction that was running meanwhile commits nothing past the window; the next sweep
+    // takes whatever it committed just inside it.
+    s.app.run_due_now();
+    s.app.retention_sweep().unwrap();
     assert!(s.app.index.all_segments().unwrap().is_empty());
 }
 
@@ -438,4 +446,134 @@ fn regression_expired_footage_is_not_resurrected_from_kept_originals() {
     let frames: Vec<i64> = app.index.frames_between(&device, 0, i64::MAX).unwrap().iter().map(|f| f.capture_ms - T0).collect();
     assert_eq!(frames, vec![MIN + 5], "only the unexpired minute is there");
     app.shutdown();
+}
+
+/// Compaction: minutes older than `compact_after` become one long-GOP segment per 10-minute block,
+/// frame-exact, under new URIs, with the originals released afterwards; the newest minutes stay
+/// one-minute segments; a late frame into a compacted block re-encodes the block.
+#[test]
+fn compaction_rewrites_old_minutes_into_long_segments_with_exact_frames() {
+    let s = Server::start_with(|c| c.keep_originals = std::time::Duration::from_secs(60));
+    let v = s.add_user("ann", true);
+    let (device, token) = s.add_device("laptop", None);
+    let mut originals = BTreeMap::new();
+    let mut t = T0 + 3_000;
+    let mut i = 0;
+    let mut hot_bytes = 0;
+    // Like an agent: each capture uploaded at its time, the server encoding as the clock moves.
+    while t < T0 + 25 * MIN {
+        s.clock.set_ms(t);
+        let (png, img) = shot(320, 200, t, i);
+        assert_eq!(s.upload(&token, t, &png).status(), 201);
+        originals.insert(t, img);
+        if t < T0 + 19 * MIN && t + 10_000 >= T0 + 19 * MIN {
+            // Block [0, 10) min is due for compaction at 20:00 (its end + compact_after): not yet.
+            s.app.run_due_now();
+            let first = s.app.index.segments_between(&device, T0, T0 + 10 * MIN).unwrap();
+            assert!(first.iter().all(|s| s.span_ms == MIN) && first.len() == 10, "one-minute segments until then");
+            hot_bytes = first.iter().map(|s| s.bytes).sum();
+        }
+        t += 10_000;
+        i += 1;
+    }
+    s.advance_and_encode(T0 + 30 * MIN + 15_000);
+    let segs = s.app.index.segments_between(&device, 0, i64::MAX).unwrap();
+    let spans: Vec<(i64, i64, i64)> = segs.iter().map(|s| ((s.start_ms - T0) / 1000, (s.end_ms - T0) / 1000, s.span_ms / 1000)).collect();
+    assert_eq!(&spans[..2], &[(0, 600, 600), (600, 1200, 600)], "two compacted blocks");
+    assert!(spans[2..].iter().all(|(a, b, span)| b - a == 60 && *span == 60), "the rest stay one-minute: {spans:?}");
+    assert_eq!(segs[0].frame_count, 60, "one keyframe interval for the block (first capture shown from :00)");
+    assert!(segs[0].bytes < hot_bytes, "compacted {} B < one-minute {} B", segs[0].bytes, hot_bytes);
+
+    let (pl, text) = media_playlist(&s, &v, &device);
+    assert!(text.contains("#EXT-X-TARGETDURATION:600\n"), "{text}");
+    let fetched = fetch_all(&s, &v, &device);
+    assert_eq!(fetched[0].extinf_ms, 600_000);
+    assert_eq!(fetched[0].pdt_ms, Some(T0));
+    assert_eq!(fetched[0].tfdt, T0 as u64);
+    assert_eq!(fetched[1].tfdt, (T0 + 10 * MIN) as u64);
+    let decoded: Vec<i64> = fetched.iter().flat_map(|f| f.frames.iter().map(|(pts, _)| *pts)).collect();
+    let mut want: Vec<i64> = vec![T0];
+    want.extend(originals.keys().skip(1).copied());
+    // Minute starts with a carry repeat the previous capture at :00 in one-minute segments.
+    let decoded_captures: Vec<i64> = decoded.iter().copied().filter(|p| originals.contains_key(p) || *p == T0).collect();
+    assert_eq!(decoded_captures, want, "every capture at its exact time");
+    assert_all_captures_match(&fetched, &originals);
+    assert_eq!(pl.segments.len(), 2 + spans.len() - 2);
+    // The replaced one-minute segments are gone; the compacted blocks' originals are released.
+    s.clock.set_ms(T0 + 32 * MIN);
+    s.app.retention_sweep().unwrap();
+    let spool = screentape::ingest::spool_captures(&s.app.layout, &device).unwrap();
+    assert!(spool.iter().all(|c| *c >= T0 + 20 * MIN), "originals of compacted blocks released: {:?}", spool.iter().next());
+    let report = screentape::check::check(&s.app.layout, &s.app.index, false).unwrap();
+    assert!(report.is_consistent(), "{report:?}");
+
+    // A late frame into the first block: the block is encoded again, under a new URI.
+    let late = T0 + 4 * MIN + 5_500;
+    let (png, img) = shot(320, 200, late, 999);
+    assert_eq!(s.upload(&token, late, &png).status(), 201);
+    originals.insert(late, img);
+    s.advance_and_encode(T0 + 32 * MIN + 30_000);
+    let after = fetch_all(&s, &v, &device);
+    assert_ne!(after[0].uri, fetched[0].uri);
+    assert_eq!(after[0].extinf_ms, 600_000);
+    assert!(after[0].frames.iter().any(|(pts, _)| *pts == late));
+    // Its neighbours now come from decoded video (their originals were released): one generation.
+    assert_all_captures_match(&after, &originals);
+}
+
+/// Browsers without 4:4:4 get a High 4:2:0 variant, transcoded when first asked for, cached, and
+/// swept with its segment.
+#[test]
+fn the_420_variant_is_transcoded_on_demand_cached_and_swept() {
+    let s = Server::start_with(|c| c.retention = std::time::Duration::from_secs(3600));
+    let v = s.add_user("ann", true);
+    let (device, token) = s.add_device("laptop", None);
+    s.clock.set_ms(T0 + 3 * MIN);
+    let mut originals = BTreeMap::new();
+    for (i, t) in [T0 + 2_000, T0 + 31_000, T0 + MIN + 7_000, T0 + MIN + 40_000, T0 + 2 * MIN].iter().enumerate() {
+        let (png, img) = shot(642, 362, *t, i as u64);
+        assert_eq!(s.upload(&token, *t, &png).status(), 201);
+        originals.insert(*t, img);
+    }
+    s.advance_and_encode(T0 + 3 * MIN + 15_000);
+    let base = format!("/api/v1/devices/{device}/");
+    let master = s.get(&v.token, &format!("{base}playlist.m3u8")).send().unwrap().bytes().unwrap();
+    let Ok(Playlist::MasterPlaylist(mp)) = m3u8_rs::parse_playlist_res(&master) else { panic!("multivariant") };
+    assert_eq!(mp.variants.len(), 2);
+    assert!(mp.variants[0].codecs.as_deref().unwrap().starts_with("avc1.F4"));
+    let codec_420 = mp.variants[1].codecs.clone().unwrap();
+    assert!(codec_420.starts_with("avc1.64"), "{codec_420}");
+    let text = s.get(&v.token, &format!("{base}{}", mp.variants[1].uri)).send().unwrap().text().unwrap();
+    let Ok(Playlist::MediaPlaylist(pl)) = m3u8_rs::parse_playlist_res(text.as_bytes()) else { panic!("{text}") };
+    let init_uri = pl.segments[0].map.as_ref().unwrap().uri.clone();
+    assert!(init_uri.starts_with("init420/"), "{init_uri}");
+    let init = s.get(&v.token, &format!("{base}{init_uri}")).send().unwrap();
+    assert_eq!(init.status(), 200);
+    let init = init.bytes().unwrap().to_vec();
+    assert_eq!(mp4::avc_codec_string(mp4::split_init(&init).unwrap().0).unwrap(), codec_420, "CODECS names what is served");
+    let (mut pts, mut worst) = (Vec::new(), f64::INFINITY);
+    for seg in &pl.segments {
+        assert!(seg.uri.starts_with("segments420/"));
+        let first = s.get(&v.token, &format!("{base}{}", seg.uri)).send().unwrap().bytes().unwrap().to_vec();
+        let again = s.get(&v.token, &format!("{base}{}", seg.uri)).send().unwrap().bytes().unwrap().to_vec();
+        assert_eq!(first, again, "the second request is served from the cache");
+        for (t, yuv) in ffmpeg::decode_segment(&init, &first).unwrap() {
+            let rgb = ffmpeg::yuv_to_rgb(&yuv).unwrap();
+            assert_eq!((rgb.width, rgb.height), (642, 362));
+            if let Some(orig) = originals.get(&t) {
+                worst = worst.min(psnr_rgb(&rgb, orig));
+            }
+            pts.push(t);
+        }
+    }
+    let want: Vec<i64> = vec![T0, T0 + 31_000, T0 + MIN, T0 + MIN + 7_000, T0 + MIN + 40_000, T0 + 2 * MIN];
+    assert_eq!(pts, want, "the same presentation times as the 4:4:4 segments");
+    assert!(worst >= 28.0, "4:2:0 halves colour detail but keeps the picture: worst {worst:.1} dB");
+    eprintln!("4:2:0 variant: worst capture {worst:.1} dB");
+    let cached = std::fs::read_dir(s.app.layout.variant_dir()).unwrap().count();
+    assert_eq!(cached, 3 + 1, "three segments and one init cached");
+    // Retention takes the transcodes with their segments.
+    s.clock.set_ms(T0 + 3 * MIN + 3_600_000);
+    s.app.retention_sweep().unwrap();
+    assert_eq!(std::fs::read_dir(s.app.layout.variant_dir()).unwrap().count(), 0, "no footage outlives the window in the cache");
 }

@@ -27,8 +27,16 @@ fn footage(s: &Server, token_device: &str) -> Vec<i64> {
         t += STEP_MS;
     }
     s.clock.set_ms(T0 + 180 * 60_000);
+    // scripts/bench-player --corpus DIR: real screenshots (cycled) instead of small synthetic ones,
+    // to time seeks into full-size compacted segments.
+    let corpus: Vec<Vec<u8>> = std::env::var("SCREENTAPE_PLAYER_CORPUS")
+        .map(|dir| screentape::bench::load_dir(std::path::Path::new(&dir)).expect("corpus").into_iter().map(|f| f.png).collect())
+        .unwrap_or_default();
     for (i, t) in captures.iter().enumerate() {
-        let mut img = screenshot(320, 180, *t, i as u64, 4);
+        let mut img = match corpus.get(i % corpus.len().max(1)) {
+            Some(png) => screentape::ingest::png::decode_rgb(png, 16384).expect("corpus png"),
+            None => screenshot(320, 180, *t, i as u64, 4),
+        };
         for bit in 0..MARKER_BITS {
             let on = (i >> bit) & 1 == 1;
             fill_rect(&mut img, bit as i64 * BLOCK, 0, BLOCK, BLOCK, if on { [255, 255, 255] } else { [0, 0, 0] });
@@ -266,6 +274,16 @@ fn the_player_shows_the_right_frame_after_seeks_steps_fast_play_and_gaps() {
     let first_frame_ms = wait_ready(&b)[1].as_f64().unwrap();
     let v = b.run(&format!("{READ_MARKER} return n;"), json!({}));
     assert_eq!(v, json!(321), "a shared link opens the same frame");
+
+    // The High 4:2:0 variant (what Firefox and Safari get) plays frame-exact too: forced here.
+    b.goto(&format!("{url}&variant=420"));
+    wait_ready(&b);
+    let codec = b.run("return window.screentape.state().codec;", json!({}));
+    assert!(codec.as_str().unwrap_or("").to_lowercase().starts_with("avc1.64"), "the 4:2:0 variant is playing: {codec}");
+    for k in [3usize, 250, 777, 42] {
+        let (shown, _) = seek(captures[k]);
+        assert_eq!(shown, k as i64, "4:2:0 variant, capture {k}");
+    }
 
     let pct = |v: &mut Vec<f64>, p: usize| {
         v.sort_by(f64::total_cmp);
