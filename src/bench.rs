@@ -103,6 +103,7 @@ impl Profile {
                     "ccrf" => compact.crf = number(k, v)?,
                     "cpreset" => compact.preset = v.to_string(),
                     "cparams" => compact.x264_params = v.to_string(),
+                    "ccodec" => compact.codec = v.parse()?,
                     other => return Err(format!("profile: unknown key {other}")),
                 }
             }

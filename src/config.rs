@@ -45,6 +45,8 @@ pub struct CompactConfig {
     pub after: Duration,
     /// Most frames in one compacted segment: a seek decodes at most this many.
     pub max_frames: usize,
+    /// x264 (default) or av1 (libaom, 4:4:4; `preset` is then its cpu-used, 0-8).
+    pub codec: crate::media::ffmpeg::Codec,
     pub crf: f32,
     pub preset: String,
     pub x264_params: String,
@@ -123,6 +125,7 @@ impl Default for Config {
                 span: Duration::from_secs(600),
                 after: Duration::from_secs(600),
                 max_frames: 90,
+                codec: crate::media::ffmpeg::Codec::X264,
                 // Chosen on the real-app corpus (docs/storage.md): long-range motion search for
                 // scrolling, eight references for windows switched back to, no deblocking of
                 // text edges, uniform quantisation. 13.7x at >= 48.4 dB on 1080p.
@@ -159,6 +162,7 @@ pub const KEYS: &[&str] = &[
     "compact_span",
     "compact_after",
     "compact_max_frames",
+    "compact_codec",
     "compact_crf",
     "compact_preset",
     "compact_x264_params",
@@ -225,6 +229,7 @@ impl Config {
             "compact_span" => self.compact.span = if value.trim() == "0" { Duration::ZERO } else { duration(value)? },
             "compact_after" => self.compact.after = duration(value)?,
             "compact_max_frames" => self.compact.max_frames = number(value)? as usize,
+            "compact_codec" => self.compact.codec = value.parse().map_err(bad)?,
             "compact_crf" => self.compact.crf = value.trim().parse().map_err(|e: std::num::ParseFloatError| bad(e.to_string()))?,
             "compact_preset" => self.compact.preset = value.trim().to_string(),
             "compact_x264_params" => self.compact.x264_params = value.trim().to_string(),
@@ -256,8 +261,14 @@ impl Config {
         if !(0.0..=51.0).contains(&self.compact.crf) {
             return bad("compact_crf", "must be between 0 and 51");
         }
-        if !PRESETS.contains(&self.compact.preset.as_str()) {
-            return bad("compact_preset", "must be an x264 preset name such as veryfast or medium");
+        match self.compact.codec {
+            crate::media::ffmpeg::Codec::X264 if !PRESETS.contains(&self.compact.preset.as_str()) => {
+                return bad("compact_preset", "must be an x264 preset name such as veryfast or medium");
+            }
+            crate::media::ffmpeg::Codec::Av1 if !matches!(self.compact.preset.parse::<u8>(), Ok(0..=8)) => {
+                return bad("compact_preset", "with compact_codec = av1, the libaom cpu-used: 0 (slowest) to 8");
+            }
+            _ => {}
         }
         let span_s = self.compact.span.as_secs();
         if self.compact.enabled() && (span_s % 60 != 0 || span_s < 120 || 3600 % span_s != 0 || self.compact.span.subsec_nanos() != 0) {

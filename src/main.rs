@@ -260,13 +260,14 @@ fn bench(config: Config, what: BenchWhat) -> anyhow::Result<()> {
             };
             let specs = if profile.is_empty() {
                 vec![format!(
-                    "crf={},preset={},params={},span={},after={},max_frames={},ccrf={},cpreset={},cparams={}",
+                    "crf={},preset={},params={},span={},after={},max_frames={},ccodec={},ccrf={},cpreset={},cparams={}",
                     config.encoder.crf,
                     config.encoder.preset,
                     config.encoder.x264_params,
                     if config.compact.enabled() { humantime::format_duration(config.compact.span).to_string() } else { "0".into() },
                     humantime::format_duration(config.compact.after),
                     config.compact.max_frames,
+                    config.compact.codec,
                     config.compact.crf,
                     config.compact.preset,
                     config.compact.x264_params

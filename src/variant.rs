@@ -47,8 +47,9 @@ impl Variants {
             crf,
             preset: "veryfast".into(),
             threads: 1,
-            x264_params: "aq-mode=0:psy=0:force-cfr=1".into(),
+            params: "aq-mode=0:psy=0:force-cfr=1".into(),
             chroma420: true,
+            codec: crate::media::ffmpeg::Codec::X264,
         };
         Self { layout, index, settings, max_bytes, busy: Mutex::new(()) }
     }

@@ -22,10 +22,43 @@ pub struct EncodeSettings {
     pub crf: f32,
     pub preset: String,
     pub threads: u32,
-    /// Extra libx264 options, `key=value:key=value` (empty for none).
-    pub x264_params: String,
+    /// Extra encoder options, `key=value:key=value` (empty for none): x264-params for x264,
+    /// aom-params for AV1.
+    pub params: String,
+    pub codec: Codec,
     /// High 4:2:0 instead of High 4:4:4 (the variant for browsers without 4:4:4 decoding).
     pub chroma420: bool,
+}
+
+/// The video encoder of a profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Codec {
+    /// libx264, High 4:4:4 (or High 4:2:0 for the variant).
+    #[default]
+    X264,
+    /// libaom-av1, profile 1 (4:4:4), `good` usage with the screen-content tools (palette, intra
+    /// block copy); `preset` is its cpu-used (0-8). For the cold tier only: 15x the CPU of x264.
+    Av1,
+}
+
+impl std::fmt::Display for Codec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Codec::X264 => "x264",
+            Codec::Av1 => "av1",
+        })
+    }
+}
+
+impl std::str::FromStr for Codec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "x264" | "h264" => Ok(Codec::X264),
+            "av1" | "aom" => Ok(Codec::Av1),
+            other => Err(format!("unknown codec {other} (x264 or av1)")),
+        }
+    }
 }
 
 /// One encoded segment, split at the top-level boxes.
@@ -78,7 +111,11 @@ pub fn encode_segment(
         durations.insert(*pts, (next - pts).max(1));
     }
 
-    let codec = ff::encoder::find_by_name("libx264").ok_or(MediaError::NoEncoder)?;
+    let codec = ff::encoder::find_by_name(match settings.codec {
+        Codec::X264 => "libx264",
+        Codec::Av1 => "libaom-av1",
+    })
+    .ok_or(MediaError::NoEncoder)?;
     let mut enc = codec::context::Context::new_with_codec(codec).encoder().video()?;
     enc.set_width(width);
     enc.set_height(height);
@@ -95,13 +132,34 @@ pub fn encode_segment(
     enc.set_color_transfer_characteristic(color::TransferCharacteristic::BT709);
     enc.set_flags(codec::Flags::GLOBAL_HEADER);
     let mut opts = Dictionary::new();
-    opts.set("preset", &settings.preset);
-    opts.set("crf", &format!("{}", settings.crf));
-    opts.set("profile", if settings.chroma420 { "high" } else { "high444" });
-    opts.set("forced-idr", "1");
     opts.set("threads", &settings.threads.to_string());
-    if !settings.x264_params.is_empty() {
-        opts.set("x264-params", &settings.x264_params);
+    match settings.codec {
+        Codec::X264 => {
+            opts.set("preset", &settings.preset);
+            opts.set("crf", &format!("{}", settings.crf));
+            opts.set("profile", if settings.chroma420 { "high" } else { "high444" });
+            opts.set("forced-idr", "1");
+            if !settings.params.is_empty() {
+                opts.set("x264-params", &settings.params);
+            }
+        }
+        Codec::Av1 => {
+            opts.set("usage", "good");
+            opts.set("cpu-used", &settings.preset);
+            opts.set("crf", &format!("{}", settings.crf.round() as i64));
+            opts.set("enable-palette", "1");
+            opts.set("enable-intrabc", "1");
+            opts.set("aq-mode", "0");
+            opts.set("row-mt", "0");
+            // Bounded look-ahead: memory, and every frame out soon after it went in.
+            opts.set("lag-in-frames", "8");
+            let mut aom = String::from("tune-content=screen");
+            if !settings.params.is_empty() {
+                aom.push(':');
+                aom.push_str(&settings.params);
+            }
+            opts.set("aom-params", &aom);
+        }
     }
     let mut encoder = enc.open_with(opts)?;
 
@@ -151,7 +209,7 @@ pub fn encode_segment(
 
     let bytes = sink.take();
     let (init, media) = mp4::split_init(&bytes)?;
-    let codec = mp4::avc_codec_string(init)?;
+    let codec = mp4::codec_string(init)?;
     Ok(EncodedSegment { init: init.to_vec(), media: media.to_vec(), codec })
 }
 

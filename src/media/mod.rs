@@ -115,7 +115,7 @@ mod tests {
         let pics: Vec<Picture> = times.iter().enumerate().map(|(i, t)| Picture::Rgb(screenshot(641, 361, *t, i as u64, 1))).collect();
 
         let d = crate::config::Config::default().encoder;
-        let settings = EncodeSettings { crf: d.crf, preset: d.preset, threads: 1, x264_params: d.x264_params, chroma420: false };
+        let settings = EncodeSettings { crf: d.crf, preset: d.preset, threads: 1, params: d.x264_params, chroma420: false, codec: Default::default() };
         let seg = encode_segment(&settings, pics[0].dimensions(), &times, base + 60_000, 7, |i| Ok(pics[i].clone())).unwrap();
         assert!(seg.codec.starts_with("avc1.F4"), "High 4:4:4: {}", seg.codec);
         assert_eq!(mp4::first_tfdt(&seg.media).unwrap(), base as u64);
@@ -128,6 +128,30 @@ mod tests {
             worst = worst.min(p);
         }
         assert!(worst >= 45.0, "worst frame psnr {worst:.2} dB");
+    }
+
+    #[test]
+    fn av1_444_round_trip_keeps_times_and_names_its_codec() {
+        let base = 1_764_151_200_000i64;
+        let times = [base, base + 10_000, base + 20_500];
+        let pics: Vec<Picture> = times.iter().enumerate().map(|(i, t)| Picture::Rgb(screenshot(322, 182, *t, i as u64, 1))).collect();
+        let settings = EncodeSettings {
+            crf: 20.0,
+            preset: "8".into(),
+            threads: 1,
+            params: String::new(),
+            chroma420: false,
+            codec: super::ffmpeg::Codec::Av1,
+        };
+        let seg = encode_segment(&settings, (322, 182), &times, base + 60_000, 3, |i| Ok(pics[i].clone())).unwrap();
+        assert!(seg.codec.starts_with("av01.1."), "AV1 profile 1 (4:4:4): {}", seg.codec);
+        let frames = decode_segment(&seg.init, &seg.media).unwrap();
+        assert_eq!(frames.iter().map(|f| f.0).collect::<Vec<_>>(), times.to_vec());
+        for ((_, yuv), pic) in frames.iter().zip(&pics) {
+            let Picture::Rgb(orig) = pic else { unreachable!() };
+            let p = psnr_rgb(&yuv_to_rgb(yuv).unwrap(), orig);
+            assert!(p >= 40.0, "AV1 frame at {p:.1} dB");
+        }
     }
 
     #[test]

@@ -49,6 +49,30 @@ pub fn split_init(data: &[u8]) -> Result<(&[u8], &[u8]), MediaError> {
 }
 
 /// `avc1.PPCCLL` from the avcC box inside an init segment.
+/// The RFC 6381 codec string of an init segment: H.264 (`avc1.PPCCLL` from avcC) or AV1
+/// (`av01.P.LLT.DD` from av1C).
+pub fn codec_string(init: &[u8]) -> Result<String, MediaError> {
+    if init.windows(4).any(|w| w == b"av1C") {
+        av1_codec_string(init)
+    } else {
+        avc_codec_string(init)
+    }
+}
+
+/// `av01.<profile>.<level><tier>.<bit depth>` from the av1C box (AV1-ISOBMFF §2.3.3).
+pub fn av1_codec_string(init: &[u8]) -> Result<String, MediaError> {
+    let at = init.windows(4).position(|w| w == b"av1C").ok_or_else(|| bad("no av1C box"))?;
+    let cfg = init.get(at + 4..at + 7).ok_or_else(|| bad("truncated av1C"))?;
+    let (profile, level) = (cfg[1] >> 5, cfg[1] & 0x1f);
+    let tier = if cfg[2] & 0x80 != 0 { 'H' } else { 'M' };
+    let depth = match (cfg[2] & 0x40 != 0, cfg[2] & 0x20 != 0) {
+        (true, true) => 12,
+        (true, false) => 10,
+        _ => 8,
+    };
+    Ok(format!("av01.{profile}.{level:02}{tier}.{depth:02}"))
+}
+
 pub fn avc_codec_string(init: &[u8]) -> Result<String, MediaError> {
     let at = init.windows(4).position(|w| w == b"avcC").ok_or_else(|| bad("no avcC box"))?;
     let cfg = init.get(at + 4..at + 8).ok_or_else(|| bad("truncated avcC"))?;

@@ -116,11 +116,31 @@ fn wait_ready(b: &Browser) -> Value {
 
 #[test]
 fn the_player_shows_the_right_frame_after_seeks_steps_fast_play_and_gaps() {
-    let s = Server::start();
+    player_checks(&Server::start());
+}
+
+/// The same with the cold tier in AV1 (libaom, 4:4:4): hls.js plays a day whose older blocks are
+/// AV1 and newest minutes H.264, and the 4:2:0 variant transcodes AV1 blocks.
+#[test]
+fn the_player_plays_a_day_compacted_into_av1() {
+    let s = Server::start_with(|c| {
+        c.compact.codec = screentape::media::ffmpeg::Codec::Av1;
+        (c.compact.crf, c.compact.preset, c.compact.x264_params) = (30.0, "6".into(), String::new());
+    });
+    player_checks(&s);
+    let segments = s.app.index.all_segments().unwrap();
+    assert!(segments.iter().any(|g| g.span_ms > 60_000), "blocks were compacted");
+    for g in &segments {
+        let want = if g.span_ms > 60_000 { "av01.1." } else { "avc1.F4" };
+        assert!(g.codec.starts_with(want), "segment {} ({} ms block): {}", g.id, g.span_ms, g.codec);
+    }
+}
+
+fn player_checks(s: &Server) {
     let ann = s.add_user("ann", false);
     let eve = s.add_user("eve", false);
     let (device, _) = s.add_device("ann-desktop", Some("ann"));
-    let captures = footage(&s, &device);
+    let captures = footage(s, &device);
     let b = Browser::start();
 
     // A user without devices sees none of ann's.
