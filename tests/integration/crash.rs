@@ -162,3 +162,122 @@ fn kill_9_under_load_loses_no_acknowledged_frame() {
         acked.len()
     );
 }
+
+/// Sustained overload of the real binary: four agents upload 1080p screenshots as fast as they
+/// can to one encoder (compaction included: the captures start 10 minutes back). The spool bound turns the excess into 503 + Retry-After, the
+/// server's resident memory stays bounded the whole time, and once the load stops the backlog
+/// drains with every acknowledged frame encoded.
+#[test]
+fn sustained_overload_keeps_memory_bounded_and_drains() {
+    const MAX_RSS_MIB: u64 = 400;
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let out = Command::new(BIN).args(["device", "add", "busy", "--json", "--data-dir"]).arg(&data_dir).output().unwrap();
+    let dev: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let token = dev["token"].as_str().unwrap().to_string();
+    let viewer = Command::new(BIN).args(["user", "add", "ops", "--admin", "--json", "--data-dir"]).arg(&data_dir).output().unwrap();
+    let viewer: serde_json::Value = serde_json::from_slice(&viewer.stdout).unwrap();
+    let viewer_token = viewer["token"].as_str().unwrap().to_string();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data_dir)
+        .env("SCREENTAPE_SEGMENT_GRACE", "0s")
+        .env("SCREENTAPE_ENCODE_WORKERS", "1")
+        .env("SCREENTAPE_SPOOL_MAX_FRAMES", "120")
+        .env("RUST_LOG", "screentape=warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let url = line.trim().strip_prefix("listening on ").unwrap().to_string();
+    let status_file = format!("/proc/{}/status", child.id());
+    let rss_mib = |field: &str| -> u64 {
+        let status = std::fs::read_to_string(&status_file).unwrap_or_default();
+        status.lines().find_map(|l| l.strip_prefix(field)).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()).unwrap_or(0) / 1024
+    };
+
+    // Captures from 10 minutes ago, one every 100 ms: every minute is due at once.
+    let base = SystemClock.now_ms() / 60_000 * 60_000 - 10 * 60_000;
+    let pngs: Arc<Vec<Vec<u8>>> = Arc::new((0..8).map(|k| encode_rgb(&screenshot(1920, 1080, base + k * 100, k as u64, 2))).collect());
+    let next = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let acked: Arc<Mutex<Vec<i64>>> = Arc::default();
+    let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let deadline = Instant::now() + Duration::from_secs(12);
+    let uploaders: Vec<_> = (0..4)
+        .map(|_| {
+            let (url, token, pngs, next, acked, refused) = (url.clone(), token.clone(), pngs.clone(), next.clone(), acked.clone(), refused.clone());
+            std::thread::spawn(move || {
+                let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+                let mut k = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                while Instant::now() < deadline {
+                    let t = base + k * 100;
+                    let r = client
+                        .post(format!("{url}/api/v1/frames"))
+                        .bearer_auth(&token)
+                        .header("content-type", "image/png")
+                        .header("x-capture-time", t.to_string())
+                        .body(pngs[k as usize % pngs.len()].clone())
+                        .send()
+                        .unwrap();
+                    match r.status().as_u16() {
+                        201 => {
+                            acked.lock().unwrap().push(t);
+                            k = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        503 => {
+                            // An agent keeps the capture and tries again (sooner than Retry-After says, to keep the pressure on).
+                            assert!(r.headers().contains_key("retry-after"), "503 without Retry-After");
+                            refused.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                        other => panic!("unexpected status {other}: {}", r.text().unwrap_or_default()),
+                    }
+                }
+            })
+        })
+        .collect();
+    // Sample the server's memory while the load lasts (sampling, not synchronisation).
+    let mut peak_seen = 0;
+    while uploaders.iter().any(|u| !u.is_finished()) {
+        peak_seen = peak_seen.max(rss_mib("VmRSS:"));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for u in uploaders {
+        u.join().unwrap();
+    }
+    let hwm_under_load = rss_mib("VmHWM:");
+    let refused = refused.load(std::sync::atomic::Ordering::SeqCst);
+    let acked = acked.lock().unwrap().clone();
+    assert!(refused > 0, "the load must exceed what the encoder keeps up with ({} acknowledged, none refused)", acked.len());
+    assert!(hwm_under_load <= MAX_RSS_MIB, "server peak RSS {hwm_under_load} MiB under overload (bound {MAX_RSS_MIB} MiB)");
+
+    // The backlog drains: poll /metrics until nothing is pending (bounded), then every
+    // acknowledged capture is on the timeline.
+    let client = reqwest::blocking::Client::new();
+    let drained_by = Instant::now() + Duration::from_secs(300);
+    loop {
+        let metrics = client.get(format!("{url}/metrics")).bearer_auth(&viewer_token).send().unwrap().text().unwrap();
+        let pending: u64 = metrics.lines().find_map(|l| l.strip_prefix("screentape_pending_frames ")).unwrap().trim().parse().unwrap();
+        if pending == 0 {
+            break;
+        }
+        assert!(Instant::now() < drained_by, "backlog still {pending} frames after 300 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let device = dev["device"].as_str().unwrap();
+    let timeline: serde_json::Value =
+        client.get(format!("{url}/api/v1/devices/{device}/timeline")).bearer_auth(&viewer_token).send().unwrap().json().unwrap();
+    let on_timeline: std::collections::BTreeSet<i64> = timeline["captures"].as_array().unwrap().iter().map(|c| c.as_i64().unwrap()).collect();
+    let missing: Vec<i64> = acked.iter().filter(|t| !on_timeline.contains(t)).copied().collect();
+    assert!(missing.is_empty(), "{} acknowledged frames not encoded after the drain", missing.len());
+    let hwm = rss_mib("VmHWM:");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    eprintln!(
+        "faults: overload: {} uploads acknowledged, {refused} refused with 503 + Retry-After, server peak RSS {hwm_under_load} MiB \
+         under load ({hwm} MiB including the drain, bound {MAX_RSS_MIB}), backlog drained, 0 lost",
+        acked.len()
+    );
+}
