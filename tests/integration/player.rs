@@ -116,7 +116,15 @@ fn wait_ready(b: &Browser) -> Value {
 
 #[test]
 fn the_player_shows_the_right_frame_after_seeks_steps_fast_play_and_gaps() {
-    player_checks(&Server::start());
+    // scripts/bench-player passes compaction settings through (e.g. SCREENTAPE_COMPACT_SPAN=0) to
+    // time seeks with other keyframe intervals; the test itself runs the defaults.
+    player_checks(&Server::start_with(|c| {
+        let layer: screentape::config::Layer = screentape::config::Config::env_layer()
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("compact_"))
+            .collect();
+        c.apply(&layer).expect("compaction settings");
+    }));
 }
 
 /// The same with the cold tier in AV1 (libaom, 4:4:4): hls.js plays a day whose older blocks are
