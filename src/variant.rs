@@ -121,7 +121,8 @@ impl Variants {
         if !self.init_path(seg.init_id).exists() {
             write_cached(&self.layout, &self.init_path(seg.init_id), &out.init)?;
         }
-        if let Err(e) = sweep_cache(&self.layout, &self.index, self.max_bytes) {
+        // Only the size here (a directory listing); retention checks each file against the index.
+        if let Err(e) = trim_cache(&self.layout, self.max_bytes, |_| Ok(true)) {
             tracing::warn!(error = %e, "cannot trim the variant cache");
         }
         Ok((out.init, out.media))
@@ -148,6 +149,24 @@ fn write_cached(layout: &Layout, path: &std::path::Path, bytes: &[u8]) -> std::i
 /// compaction), then the least recently written until the cache fits `max_bytes`.
 /// Returns how many files it removed.
 pub fn sweep_cache(layout: &Layout, index: &Index, max_bytes: u64) -> Result<usize, VariantError> {
+    trim_cache(layout, max_bytes, |name| {
+        if let Some(id) = name.strip_prefix('s').and_then(|n| n.strip_suffix(".m4s")).and_then(|n| n.parse().ok()) {
+            Ok(index.segment(id)?.is_some())
+        } else if let Some(id) = name.strip_prefix('i').and_then(|n| n.strip_suffix(".mp4")).and_then(|n| n.parse().ok()) {
+            Ok(index.init(id)?.is_some())
+        } else {
+            Ok(false)
+        }
+    })
+}
+
+/// Removes the cached files `alive` rejects, then the least recently written until the rest
+/// fits `max_bytes`. Returns how many files it removed.
+fn trim_cache(
+    layout: &Layout,
+    max_bytes: u64,
+    mut alive: impl FnMut(&str) -> Result<bool, VariantError>,
+) -> Result<usize, VariantError> {
     let entries = match std::fs::read_dir(layout.variant_dir()) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
@@ -157,15 +176,7 @@ pub fn sweep_cache(layout: &Layout, index: &Index, max_bytes: u64) -> Result<usi
     let mut removed = 0;
     for entry in entries {
         let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let alive = if let Some(id) = name.strip_prefix('s').and_then(|n| n.strip_suffix(".m4s")).and_then(|n| n.parse().ok()) {
-            index.segment(id)?.is_some()
-        } else if let Some(id) = name.strip_prefix('i').and_then(|n| n.strip_suffix(".mp4")).and_then(|n| n.parse().ok()) {
-            index.init(id)?.is_some()
-        } else {
-            false
-        };
-        if alive {
+        if alive(&entry.file_name().to_string_lossy())? {
             let meta = entry.metadata()?;
             kept.push((meta.modified().unwrap_or(std::time::SystemTime::UNIX_EPOCH), meta.len(), entry.path()));
         } else {
