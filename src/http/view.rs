@@ -106,15 +106,7 @@ pub async fn segment_420(
     Path((id, file)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    visible(&app, user, &id).await?;
-    let seg_id = numbered(&file, ".m4s")?;
-    let app2 = app.clone();
-    let bytes = blocking(move || {
-        let seg = app2.index.segment(seg_id)?.filter(|s| s.device_id == id).ok_or(ApiError::NotFound)?;
-        Ok(app2.variants.segment(&seg)?)
-    })
-    .await?;
-    files::immutable(bytes, "video/iso.segment", &headers)
+    serve_segment(app, user, id, &file, &headers, |app, seg| Ok(app.variants.segment(seg)?)).await
 }
 
 pub async fn init_420(
@@ -123,11 +115,8 @@ pub async fn init_420(
     Path((id, file)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    visible(&app, user, &id).await?;
-    let init_id = numbered(&file, ".mp4")?;
-    let app2 = app.clone();
-    let bytes = blocking(move || Ok(app2.variants.init(&id, init_id)?)).await?;
-    files::immutable(bytes, "video/mp4", &headers)
+    // The variant finds a segment of this device with that init, or answers 404.
+    serve_init(app, user, id, &file, &headers, |app, device_id, init_id| Ok(app.variants.init(device_id, init_id)?)).await
 }
 
 pub async fn media_playlist(State(app): State<Arc<App>>, Viewer(user): Viewer, Path(id): Path<String>) -> Result<Response, ApiError> {
@@ -233,15 +222,27 @@ pub async fn segment(
     Path((id, file)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    serve_segment(app, user, id, &file, &headers, |app, seg| read_stored(app, &seg.file)).await
+}
+
+/// `{n}.m4s` of the device's segment n, as `bytes_of` makes it (stored, or transcoded); another
+/// device's segment id is a 404.
+async fn serve_segment(
+    app: Arc<App>,
+    user: crate::index::User,
+    id: String,
+    file: &str,
+    headers: &HeaderMap,
+    bytes_of: fn(&App, &Segment) -> Result<Vec<u8>, ApiError>,
+) -> Result<Response, ApiError> {
     visible(&app, user, &id).await?;
-    let seg_id = numbered(&file, ".m4s")?;
-    let app2 = app.clone();
+    let seg_id = numbered(file, ".m4s")?;
     let bytes = blocking(move || {
-        let seg = app2.index.segment(seg_id)?.filter(|s| s.device_id == id).ok_or(ApiError::NotFound)?;
-        read_stored(&app2, &seg.file)
+        let seg = app.index.segment(seg_id)?.filter(|s| s.device_id == id).ok_or(ApiError::NotFound)?;
+        bytes_of(&app, &seg)
     })
     .await?;
-    files::immutable(bytes, "video/iso.segment", &headers)
+    files::immutable(bytes, "video/iso.segment", headers)
 }
 
 pub async fn init(
@@ -250,19 +251,30 @@ pub async fn init(
     Path((id, file)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    visible(&app, user, &id).await?;
-    let init_id = numbered(&file, ".mp4")?;
-    let app2 = app.clone();
-    let bytes = blocking(move || {
+    serve_init(app, user, id, &file, &headers, |app, device_id, init_id| {
         // Only an init that one of this device's segments uses.
-        if !app2.index.device_uses_init(&id, init_id)? {
+        if !app.index.device_uses_init(device_id, init_id)? {
             return Err(ApiError::NotFound);
         }
-        let init = app2.index.init(init_id)?.ok_or(ApiError::NotFound)?;
-        read_stored(&app2, &init.file)
+        let init = app.index.init(init_id)?.ok_or(ApiError::NotFound)?;
+        read_stored(app, &init.file)
     })
-    .await?;
-    files::immutable(bytes, "video/mp4", &headers)
+    .await
+}
+
+/// `{n}.mp4`, the init segment n of the device's segments, as `bytes_of` makes it.
+async fn serve_init(
+    app: Arc<App>,
+    user: crate::index::User,
+    id: String,
+    file: &str,
+    headers: &HeaderMap,
+    bytes_of: fn(&App, &str, i64) -> Result<Vec<u8>, ApiError>,
+) -> Result<Response, ApiError> {
+    visible(&app, user, &id).await?;
+    let init_id = numbered(file, ".mp4")?;
+    let bytes = blocking(move || bytes_of(&app, &id, init_id)).await?;
+    files::immutable(bytes, "video/mp4", headers)
 }
 
 /// Gap entries are never meant to be fetched.
