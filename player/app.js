@@ -149,6 +149,16 @@ async function doSeek(wall, { skipGap = true }) {
   const range = recordedRange();
   if (!range) return null;
   let target = Math.min(Math.max(wall, range.from), range.to - 1);
+  // Far from the live edge hls.js reloads the playlist only every target duration (600 s once
+  // a day holds compacted blocks), so it may not list minutes the timeline already has: then
+  // start again at the target, which loads a fresh playlist.
+  const frags = fragments();
+  const last = frags[frags.length - 1];
+  if (last && target >= last.programDateTime + last.duration * 1000 && !S.reopening) {
+    S.reopening = true;
+    try { await openDevice(S.device, target); } finally { S.reopening = false; }
+    return null;
+  }
   const gap = gapAt(target);
   if (gap && skipGap) {
     notice('No recording at ' + fmt(target) + ': showing the next available frame.');

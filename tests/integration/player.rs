@@ -37,14 +37,19 @@ fn footage(s: &Server, token_device: &str) -> Vec<i64> {
             Some(png) => screentape::ingest::png::decode_rgb(png, 16384).expect("corpus png"),
             None => screenshot(320, 180, *t, i as u64, 4),
         };
-        for bit in 0..MARKER_BITS {
-            let on = (i >> bit) & 1 == 1;
-            fill_rect(&mut img, bit as i64 * BLOCK, 0, BLOCK, BLOCK, if on { [255, 255, 255] } else { [0, 0, 0] });
-        }
+        mark(&mut img, i);
         s.app.ingest.accept(token_device, *t, &encode_rgb(&img)).expect("ingest");
     }
     s.advance_and_encode(T0 + 181 * 60_000 + 30_000);
     captures
+}
+
+/// Paints `i` as a row of black and white blocks at the top left.
+fn mark(img: &mut screentape::ingest::png::RgbImage, i: usize) {
+    for bit in 0..MARKER_BITS {
+        let on = (i >> bit) & 1 == 1;
+        fill_rect(img, bit as i64 * BLOCK, 0, BLOCK, BLOCK, if on { [255, 255, 255] } else { [0, 0, 0] });
+    }
 }
 
 /// In-page helper: the marker index of the frame on screen.
@@ -312,6 +317,22 @@ fn player_checks(s: &Server) {
         let (shown, _) = seek(captures[k]);
         assert_eq!(shown, k as i64, "4:2:0 variant, capture {k}");
     }
+
+    // New minutes arrive while the page is open; hls.js has not reloaded its playlist yet
+    // (far from the live edge it waits a target duration): Live still lands on the newest capture.
+    let mut newer = Vec::new();
+    let mut t = T0 + 181 * 60_000 + 2_000;
+    while t < T0 + 184 * 60_000 {
+        let i = captures.len() + newer.len();
+        let mut img = screenshot(320, 180, t, i as u64, 4);
+        mark(&mut img, i);
+        s.app.ingest.accept(&device, t, &encode_rgb(&img)).expect("ingest");
+        newer.push(t);
+        t += STEP_MS;
+    }
+    s.advance_and_encode(T0 + 185 * 60_000 + 30_000);
+    let live = b.run(&format!("await window.screentape.goLive(); document.getElementById('video').pause(); {READ_MARKER} return n;"), json!({}));
+    assert_eq!(live, json!(captures.len() + newer.len() - 1), "Live shows the newest capture though the old playlist lacked it");
 
     let pct = |v: &mut Vec<f64>, p: usize| {
         v.sort_by(f64::total_cmp);
