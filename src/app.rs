@@ -156,22 +156,23 @@ impl App {
 }
 
 /// Encoded previews by segment id, and their insertion order.
-type ThumbMap = (std::collections::HashMap<i64, Arc<Vec<u8>>>, std::collections::VecDeque<i64>);
+type ThumbMap = (std::collections::HashMap<(i64, i64), Arc<Vec<u8>>>, std::collections::VecDeque<(i64, i64)>);
 
 /// A bounded map of encoded previews; the oldest insert goes first.
 #[derive(Default)]
 pub struct ThumbCache(Mutex<ThumbMap>);
 
 impl ThumbCache {
-    pub fn get(&self, segment_id: i64) -> Option<Arc<Vec<u8>>> {
-        self.0.lock().expect("thumb lock").0.get(&segment_id).cloned()
+    /// The preview of (segment id, minute start).
+    pub fn get(&self, key: (i64, i64)) -> Option<Arc<Vec<u8>>> {
+        self.0.lock().expect("thumb lock").0.get(&key).cloned()
     }
 
-    pub fn put(&self, segment_id: i64, png: Arc<Vec<u8>>, capacity: usize) {
+    pub fn put(&self, key: (i64, i64), png: Arc<Vec<u8>>, capacity: usize) {
         let mut guard = self.0.lock().expect("thumb lock");
         let (map, order) = &mut *guard;
-        if map.insert(segment_id, png).is_none() {
-            order.push_back(segment_id);
+        if map.insert(key, png).is_none() {
+            order.push_back(key);
         }
         while order.len() > capacity {
             if let Some(old) = order.pop_front() {

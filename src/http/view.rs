@@ -333,7 +333,9 @@ const THUMB_WIDTH: u32 = 240;
 /// Previews kept in memory (~20 KB each).
 const THUMB_CACHE: usize = 2048;
 
-/// A small preview of the minute holding `t` (its first frame), cached per segment.
+/// A small preview of the minute holding `t` (the frame on screen at its start), cached per
+/// segment and minute. A compacted segment spans several minutes: one decoding pass makes the
+/// previews of all of them.
 pub async fn thumb_png(
     State(app): State<Arc<App>>,
     Viewer(user): Viewer,
@@ -345,17 +347,29 @@ pub async fn thumb_png(
     let app2 = app.clone();
     let png = blocking(move || {
         let seg = segment_at(&app2, &id, t)?;
-        if let Some(png) = app2.thumbs.get(seg.id) {
+        let minute_of = |t: i64| (t.div_euclid(MINUTE_MS) * MINUTE_MS).max(seg.start_ms);
+        let key = (seg.id, minute_of(t));
+        if let Some(png) = app2.thumbs.get(key) {
             return Ok(png);
         }
         let (init, media) = segment_files(&app2, &seg)?;
-        let (_, yuv) = ffmpeg::decode_frame_at(&init, &media, seg.start_ms).map_err(ApiError::internal)?.ok_or(ApiError::NotFound)?;
-        let png = Arc::new(encode_rgb(&ffmpeg::thumbnail(&yuv, THUMB_WIDTH).map_err(ApiError::internal)?));
-        app2.thumbs.put(seg.id, png.clone(), THUMB_CACHE);
-        Ok(png)
+        let minutes: Vec<i64> = std::iter::successors(Some(seg.start_ms), |m| Some(m.div_euclid(MINUTE_MS) * MINUTE_MS + MINUTE_MS))
+            .take_while(|m| *m < seg.end_ms)
+            .collect();
+        let mut wanted = None;
+        ffmpeg::frames_on_screen_at(&init, &media, &minutes, |minute, _, yuv| {
+            let png = Arc::new(encode_rgb(&ffmpeg::thumbnail(yuv, THUMB_WIDTH)?));
+            if minute == key.1 {
+                wanted = Some(png.clone());
+            }
+            app2.thumbs.put((seg.id, minute), png, THUMB_CACHE);
+            Ok(())
+        })
+        .map_err(ApiError::internal)?;
+        wanted.ok_or(ApiError::NotFound)
     })
     .await?;
-    // Segment ids change when a minute is re-encoded, so a short cache is safe.
+    // Segment ids change when a minute is re-encoded or compacted, so a short cache is safe.
     Ok(([(header::CONTENT_TYPE, "image/png"), (header::CACHE_CONTROL, "private, max-age=300")], png.as_ref().clone()).into_response())
 }
 

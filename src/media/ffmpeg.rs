@@ -358,6 +358,42 @@ pub fn decode_frame_at(init: &[u8], media: &[u8], t_ms: i64) -> Result<Option<(i
     Ok(best)
 }
 
+/// The frames on screen at each of `times` (sorted), in one decoding pass: `on_screen(t, pts,
+/// frame)` is called once per time whose frame exists (none before the first frame).
+pub fn frames_on_screen_at(
+    init: &[u8],
+    media: &[u8],
+    times: &[i64],
+    mut on_screen: impl FnMut(i64, i64, &Yuv444) -> Result<(), MediaError>,
+) -> Result<(), MediaError> {
+    let mut shown: Option<(i64, Yuv444)> = None;
+    let mut next = 0;
+    let mut failed = None;
+    decode_each(init, media, |pts, frame| {
+        // Every time before this frame's pts shows the previous frame.
+        while next < times.len() && times[next] < pts {
+            if let Some((p, f)) = &shown {
+                if let Err(e) = on_screen(times[next], *p, f) {
+                    failed = Some(e);
+                    return false;
+                }
+            }
+            next += 1;
+        }
+        shown = Some((pts, frame));
+        next < times.len()
+    })?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    if let Some((p, f)) = &shown {
+        for &t in &times[next..] {
+            on_screen(t, *p, f)?;
+        }
+    }
+    Ok(())
+}
+
 /// Feeds decoded frames to `each` in presentation order until it returns false.
 fn decode_each(init: &[u8], media: &[u8], mut each: impl FnMut(i64, Yuv444) -> bool) -> Result<(), MediaError> {
     init_libav();

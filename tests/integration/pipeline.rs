@@ -499,6 +499,17 @@ fn compaction_rewrites_old_minutes_into_long_segments_with_exact_frames() {
     assert_eq!(decoded_captures, want, "every capture at its exact time");
     assert_all_captures_match(&fetched, &originals);
     assert_eq!(pl.segments.len(), 2 + spans.len() - 2);
+    // Timeline previews stay per minute inside a compacted block.
+    let thumb = |t: i64| {
+        let r = s.get(&v.token, &format!("/api/v1/devices/{device}/thumb.png?t={t}")).send().unwrap();
+        assert_eq!(r.status(), 200);
+        r.bytes().unwrap().to_vec()
+    };
+    let (m2, m7, m7_again) = (thumb(T0 + 2 * MIN + 30_000), thumb(T0 + 7 * MIN + 5_000), thumb(T0 + 7 * MIN + 59_000));
+    assert_ne!(m2, m7, "two minutes of one compacted segment have their own previews");
+    assert_eq!(m7, m7_again, "one preview per minute");
+    let shown = screentape::ingest::png::decode_rgb(&m7, 1000).unwrap();
+    assert_eq!(shown.width, 240, "a 240-px preview");
     // The replaced one-minute segments are gone; the compacted blocks' originals are released.
     s.clock.set_ms(T0 + 32 * MIN);
     s.app.retention_sweep().unwrap();
