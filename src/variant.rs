@@ -64,28 +64,29 @@ impl Variants {
 
     /// The 4:2:0 media segment of a stored segment. Blocking.
     pub fn segment(&self, seg: &Segment) -> Result<Vec<u8>, VariantError> {
-        if let Some(bytes) = read_cached(&self.segment_path(seg.id))? {
-            return Ok(bytes);
-        }
-        let _one_at_a_time = self.busy.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(bytes) = read_cached(&self.segment_path(seg.id))? {
-            return Ok(bytes);
-        }
-        Ok(self.transcode(seg)?.1)
+        self.cached_or(&self.segment_path(seg.id), || Ok(self.transcode(seg)?.1))
     }
 
     /// The 4:2:0 init segment that goes with the device's segments using `init_id`. Blocking.
     pub fn init(&self, device_id: &str, init_id: i64) -> Result<Vec<u8>, VariantError> {
-        if let Some(bytes) = read_cached(&self.init_path(init_id))? {
+        self.cached_or(&self.init_path(init_id), || {
+            // Every segment with this init has the same size and settings, so any one gives it.
+            let seg = self.index.first_segment_with_init(device_id, init_id)?.ok_or(VariantError::NotFound)?;
+            Ok(self.transcode(&seg)?.0)
+        })
+    }
+
+    /// The cached file at `path`, or what `make` transcodes (one at a time; a request that
+    /// waited finds the file its predecessor made).
+    fn cached_or(&self, path: &std::path::Path, make: impl FnOnce() -> Result<Vec<u8>, VariantError>) -> Result<Vec<u8>, VariantError> {
+        if let Some(bytes) = read_cached(path)? {
             return Ok(bytes);
         }
         let _one_at_a_time = self.busy.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(bytes) = read_cached(&self.init_path(init_id))? {
-            return Ok(bytes);
+        match read_cached(path)? {
+            Some(bytes) => Ok(bytes),
+            None => make(),
         }
-        // Every segment with this init has the same size and settings, so any one gives it.
-        let seg = self.index.first_segment_with_init(device_id, init_id)?.ok_or(VariantError::NotFound)?;
-        Ok(self.transcode(&seg)?.0)
     }
 
     /// Transcodes `seg`, caches its media and (if new) its init; returns both.

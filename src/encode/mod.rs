@@ -435,7 +435,7 @@ impl Scheduler {
         if span <= MINUTE_MS {
             return Vec::new();
         }
-        let candidates = match self.shared.minute.index.uncompacted_before(self.compact_cutoff() + span) {
+        let candidates = match self.shared.minute.index.uncompacted_before(self.compact_cutoff()) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "cannot list compaction candidates");
@@ -452,11 +452,11 @@ impl Scheduler {
             .collect()
     }
 
-    /// Blocks whose end is at or before this are due for compaction (block starts before it).
+    /// Blocks that start before this are due for compaction (their end is `compact_after` old).
     fn compact_cutoff(&self) -> i64 {
         let span = self.shared.minute.compact_span_ms;
         let t = self.shared.minute.clock.now_ms() - self.shared.compact_after_ms;
-        t - t.rem_euclid(span.max(1)) - span
+        t - t.rem_euclid(span.max(1))
     }
 
     /// Queues every due minute of every idle device; then, while the queue has room, the oldest

@@ -173,6 +173,10 @@ fn time_param(q: &HashMap<String, String>, key: &str) -> Result<Option<i64>, Api
     }
 }
 
+fn required_time(q: &HashMap<String, String>, key: &str) -> Result<i64, ApiError> {
+    time_param(q, key)?.ok_or_else(|| ApiError::BadRequest("bad_time", format!("`{key}` is required")))
+}
+
 pub async fn timeline(
     State(app): State<Arc<App>>,
     Viewer(user): Viewer,
@@ -311,7 +315,7 @@ pub async fn frame_png(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     visible(&app, user, &id).await?;
-    let t = time_param(&q, "t")?.ok_or_else(|| ApiError::BadRequest("bad_time", "`t` is required".into()))?;
+    let t = required_time(&q, "t")?;
     let app2 = app.clone();
     let (pts, png) = blocking(move || {
         let seg = segment_at(&app2, &id, t)?;
@@ -343,7 +347,7 @@ pub async fn thumb_png(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     visible(&app, user, &id).await?;
-    let t = time_param(&q, "t")?.ok_or_else(|| ApiError::BadRequest("bad_time", "`t` is required".into()))?;
+    let t = required_time(&q, "t")?;
     let app2 = app.clone();
     let png = blocking(move || {
         let seg = segment_at(&app2, &id, t)?;
@@ -380,10 +384,7 @@ pub async fn export_mp4(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     visible(&app, user, &id).await?;
-    let required = |k: &str| -> Result<i64, ApiError> {
-        time_param(&q, k)?.ok_or_else(|| ApiError::BadRequest("bad_time", format!("`{k}` is required")))
-    };
-    let (from, to) = (required("from")?, required("to")?);
+    let (from, to) = (required_time(&q, "from")?, required_time(&q, "to")?);
     if to <= from {
         return Err(ApiError::BadRequest("bad_range", "`to` must be after `from`".into()));
     }
