@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+
 /// Wall-clock time in unix milliseconds. Retention and the encode scheduler only ever
 /// ask this trait, so tests can move time by hand.
 pub trait Clock: Send + Sync + 'static {
@@ -55,36 +56,29 @@ pub fn minute_start_ms(t_ms: i64) -> i64 {
 
 /// RFC 3339 in UTC with milliseconds, e.g. `2026-11-26T10:00:07.250Z`.
 pub fn format_rfc3339_ms(t_ms: i64) -> String {
-    let t = UNIX_EPOCH + std::time::Duration::from_millis(t_ms.max(0) as u64);
-    humantime::format_rfc3339_millis(t).to_string()
+    let t = jiff::Timestamp::from_millisecond(t_ms.max(0)).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
 
-/// Parses a time given as unix milliseconds or RFC 3339 (as API.md allows in headers and queries).
+/// Parses a time given as unix milliseconds or RFC 3339 with `Z` or a numeric offset (as
+/// docs/api.md allows in headers and queries). None for anything else, never a panic.
 pub fn parse_time_ms(text: &str) -> Option<i64> {
     let text = text.trim();
-    // Both forms are ASCII; refusing anything else also keeps the byte slicing below on char boundaries.
+    // Both forms are ASCII and short; refusing anything else bounds the work on hostile input.
     if text.is_empty() || text.len() > 64 || !text.is_ascii() {
         return None;
     }
     if text.bytes().all(|b| b.is_ascii_digit()) {
         return text.parse::<i64>().ok().filter(|ms| *ms < 1 << 50);
     }
-    // RFC 3339 allows a numeric offset (`+02:00`); humantime takes only UTC, so apply it here.
-    let (base, offset_ms) = match text.len().checked_sub(6).map(|at| text.split_at(at)) {
-        Some((base, off)) if base.contains('T') && (off.starts_with('+') || off.starts_with('-')) && off.as_bytes()[3] == b':' => {
-            let hours: i64 = off[1..3].parse().ok()?;
-            let minutes: i64 = off[4..6].parse().ok()?;
-            if hours > 23 || minutes > 59 {
-                return None;
-            }
-            let sign = if off.starts_with('-') { -1 } else { 1 };
-            (base, sign * (hours * 60 + minutes) * 60_000)
+    // jiff parses RFC 3339 (and its ISO 8601 relatives); RFC 3339 offsets stop at 23:59.
+    if let Some(offset) = text.get(text.len().saturating_sub(6)..).filter(|o| o.starts_with(['+', '-']) && text.contains('T')) {
+        if offset.get(1..3).and_then(|h| h.parse::<u8>().ok()).is_none_or(|h| h > 23) {
+            return None;
         }
-        _ => (text, 0),
-    };
-    let t = humantime::parse_rfc3339_weak(base.trim_end_matches(['Z', 'z'])).ok()?;
-    let ms = i64::try_from(t.duration_since(UNIX_EPOCH).ok()?.as_millis()).ok()?;
-    Some(ms - offset_ms)
+    }
+    let t: jiff::Timestamp = text.parse().ok()?;
+    Some(t.as_millisecond()).filter(|ms| *ms >= 0)
 }
 
 #[cfg(test)]

@@ -1,17 +1,16 @@
-//! Unlinks files whose index rows are gone, then takes them off the garbage list.
+//! Deletes blobs whose index rows are gone, then takes them off the garbage list.
 
-use crate::fsutil;
 use crate::index::Index;
-use crate::layout::Layout;
+use crate::store::Store;
 
-/// Deletes `files` (relative names); those that could not be deleted stay listed for a later try.
+/// Deletes `keys`; those that could not be deleted stay listed for a later try.
 /// Returns how many are gone.
-pub fn collect(layout: &Layout, index: &Index, files: &[String]) -> usize {
-    let mut gone = Vec::with_capacity(files.len());
-    for rel in files {
-        match fsutil::remove_if_exists(&layout.resolve(rel)) {
-            Ok(()) => gone.push(rel.clone()),
-            Err(e) => tracing::warn!(file = %rel, error = %e, "cannot delete; kept on the garbage list"),
+pub fn collect(store: &dyn Store, index: &dyn Index, keys: &[String]) -> usize {
+    let mut gone = Vec::with_capacity(keys.len());
+    for key in keys {
+        match store.delete(key) {
+            Ok(()) => gone.push(key.clone()),
+            Err(e) => tracing::warn!(key = %key, error = %e, "cannot delete; kept on the garbage list"),
         }
     }
     if let Err(e) = index.forget_garbage(&gone) {

@@ -25,7 +25,7 @@ impl Entry {
 }
 
 /// Fills the holes between consecutive segments with gap entries of at most one minute, so media
-/// time stays wall-clock time and gaps never raise the target duration (facts/browser.md).
+/// time stays wall-clock time and gaps never raise the target duration (docs/media-facts.md, "Gaps").
 pub fn with_gaps(segments: Vec<Entry>) -> Vec<Entry> {
     let mut out: Vec<Entry> = Vec::with_capacity(segments.len());
     for seg in segments {

@@ -1,18 +1,25 @@
-//! Every on-disk path name under the data dir, as pure functions.
+//! Every name under the data dir and every blob key, as pure functions.
 //!
 //! ```text
-//! DATA/index.sqlite3                       the index (WAL)
-//! DATA/spool/DEVICE/CAPTURE_MS.png         acknowledged uploads not yet safe in a segment
-//! DATA/segments/DEVICE/MINUTE_MS-NONCE.m4s one media segment (moof+mdat), never rewritten
-//! DATA/init/SHA256_PREFIX.mp4              init segments (ftyp+moov), shared by content
-//! DATA/tmp/                                temp files; emptied at start-up
-//! DATA/quarantine/                         spool files that could not be decoded at encode time
+//! DATA/index.sqlite3                      the index (WAL), when the index is SQLite
+//! spool/DEVICE/CAPTURE_MS.png             acknowledged uploads not yet safe in a segment
+//! segments/DEVICE/MINUTE_MS-NONCE.m4s     one media segment (moof+mdat), never rewritten
+//! init/SHA256_PREFIX.mp4                  init segments (ftyp+moov), shared by content
+//! cache/h264-420/s{ID}.m4s, i{ID}.mp4     derived 4:2:0 transcodes (bounded, re-creatable)
+//! quarantine/DEVICE-CAPTURE_MS.png        spool files that could not be decoded at encode time
+//! tmp/                                    a local store's half-written files; emptied at start-up
 //! ```
+//! Keys are the same strings whether the store is a directory or a bucket.
 
 use std::path::{Path, PathBuf};
 
 pub const INDEX_FILE: &str = "index.sqlite3";
+pub const SPOOL_PREFIX: &str = "spool/";
+pub const SEGMENTS_PREFIX: &str = "segments/";
+pub const INIT_PREFIX: &str = "init/";
+pub const VARIANT_PREFIX: &str = "cache/h264-420/";
 
+/// The local data dir.
 #[derive(Debug, Clone)]
 pub struct Layout {
     root: PathBuf,
@@ -28,50 +35,66 @@ impl Layout {
     pub fn index(&self) -> PathBuf {
         self.root.join(INDEX_FILE)
     }
-    pub fn spool_root(&self) -> PathBuf {
-        self.root.join("spool")
+}
+
+/// The spool folder of a device.
+pub fn spool_prefix(device_id: &str) -> String {
+    format!("{SPOOL_PREFIX}{device_id}/")
+}
+/// The key of an acknowledged upload.
+pub fn spool_key(device_id: &str, capture_ms: i64) -> String {
+    format!("{SPOOL_PREFIX}{device_id}/{capture_ms}.png")
+}
+/// (device, capture time) of a spool key; None for anything else found there.
+pub fn parse_spool_key(key: &str) -> Option<(&str, i64)> {
+    let (device_id, name) = key.strip_prefix(SPOOL_PREFIX)?.split_once('/')?;
+    let capture_ms = name.strip_suffix(".png")?.parse().ok()?;
+    is_device_id(device_id).then_some((device_id, capture_ms))
+}
+pub fn quarantine_key(device_id: &str, capture_ms: i64) -> String {
+    format!("quarantine/{device_id}-{capture_ms}.png")
+}
+/// Key stored in the index for a new media segment.
+pub fn segment_key(device_id: &str, minute_ms: i64, nonce: u64) -> String {
+    format!("{SEGMENTS_PREFIX}{device_id}/{minute_ms}-{nonce:016x}.m4s")
+}
+/// Key stored in the index for an init segment with this content hash.
+pub fn init_key(sha256_hex: &str) -> String {
+    format!("{INIT_PREFIX}{}.mp4", &sha256_hex[..32.min(sha256_hex.len())])
+}
+/// Cached 4:2:0 transcode of segment `id`.
+pub fn variant_segment_key(id: i64) -> String {
+    format!("{VARIANT_PREFIX}s{id}.m4s")
+}
+/// Cached 4:2:0 init for the segments using init `id`.
+pub fn variant_init_key(id: i64) -> String {
+    format!("{VARIANT_PREFIX}i{id}.mp4")
+}
+/// What a variant cache key belongs to: `Ok(segment id)` or `Err(init id)`.
+pub fn parse_variant_key(key: &str) -> Option<Result<i64, i64>> {
+    let name = key.strip_prefix(VARIANT_PREFIX)?;
+    if let Some(id) = name.strip_prefix('s').and_then(|n| n.strip_suffix(".m4s")) {
+        return id.parse().ok().map(Ok);
     }
-    pub fn spool_dir(&self, device_id: &str) -> PathBuf {
-        self.spool_root().join(device_id)
-    }
-    pub fn spool_file(&self, device_id: &str, capture_ms: i64) -> PathBuf {
-        self.spool_dir(device_id).join(format!("{capture_ms}.png"))
-    }
-    pub fn tmp_dir(&self) -> PathBuf {
-        self.root.join("tmp")
-    }
-    pub fn quarantine_dir(&self) -> PathBuf {
-        self.root.join("quarantine")
-    }
-    pub fn segments_root(&self) -> PathBuf {
-        self.root.join("segments")
-    }
-    /// Cached transcodes (the 4:2:0 variant): derived, bounded, never the only copy.
-    pub fn variant_dir(&self) -> PathBuf {
-        self.root.join("cache").join("h264-420")
-    }
-    pub fn init_root(&self) -> PathBuf {
-        self.root.join("init")
-    }
-    /// Relative name stored in the index for a new media segment.
-    pub fn segment_rel(device_id: &str, minute_ms: i64, nonce: u64) -> String {
-        format!("segments/{device_id}/{minute_ms}-{nonce:016x}.m4s")
-    }
-    /// Relative name stored in the index for an init segment with this content hash.
-    pub fn init_rel(sha256_hex: &str) -> String {
-        format!("init/{}.mp4", &sha256_hex[..32.min(sha256_hex.len())])
-    }
-    /// Absolute path of a relative name from the index.
-    pub fn resolve(&self, rel: &str) -> PathBuf {
-        self.root.join(rel)
-    }
-    /// Parses a spool file name back into its capture time.
-    pub fn parse_spool_name(name: &str) -> Option<i64> {
-        name.strip_suffix(".png")?.parse().ok()
-    }
-    /// Device ids are generated by us (hex), but the spool is also read back from disk:
-    /// anything else found there is ignored, never joined into a path.
-    pub fn is_device_id(s: &str) -> bool {
-        !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+    name.strip_prefix('i').and_then(|n| n.strip_suffix(".mp4")).and_then(|id| id.parse().ok()).map(Err)
+}
+/// Device ids are generated by us (hex), but the spool is also read back from storage:
+/// anything else found there is ignored, never used.
+pub fn is_device_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_parse_back() {
+        assert_eq!(parse_spool_key(&spool_key("ab12", 1_764_151_207_250)), Some(("ab12", 1_764_151_207_250)));
+        assert_eq!(parse_spool_key("spool/../5.png"), None);
+        assert_eq!(parse_spool_key("spool/ab/x.png"), None);
+        assert_eq!(parse_variant_key(&variant_segment_key(7)), Some(Ok(7)));
+        assert_eq!(parse_variant_key(&variant_init_key(3)), Some(Err(3)));
+        assert_eq!(parse_variant_key("cache/h264-420/zz"), None);
     }
 }

@@ -1,14 +1,22 @@
-//! Deletes footage older than `retention` (rows first, then files), driven by the injected clock.
+//! Deletes footage older than `retention` (rows first, then blobs), driven by the injected clock.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::SharedClock;
-use crate::fsutil;
-use crate::index::Index;
-use crate::layout::Layout;
+use crate::index::SharedIndex;
+use crate::ingest::{release_spool, remove_expired, Pending, Release};
 use crate::metrics::Metrics;
+use crate::store::SharedStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RetentionError {
+    #[error(transparent)]
+    Index(#[from] crate::index::IndexError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
 
 /// Retention settings and the pieces it works on.
 pub struct Retention {
@@ -17,11 +25,13 @@ pub struct Retention {
     pub max_bytes: u64,
     /// How long originals stay after their (compacted, one-minute) segment is written.
     pub keep_originals_ms: (i64, i64),
-    pub variant_cache_bytes: u64,
     pub clock: SharedClock,
-    pub layout: Layout,
-    pub index: Index,
+    pub store: SharedStore,
+    pub index: SharedIndex,
+    pub pending: Arc<Pending>,
     pub metrics: Arc<Metrics>,
+    /// Also sweeps derived caches (the 4:2:0 variant) of anything whose segment is gone.
+    pub sweep_caches: Box<dyn Fn() + Send + Sync>,
 }
 
 /// What one sweep removed.
@@ -32,24 +42,10 @@ pub struct Sweep {
 }
 
 impl Retention {
-    /// Retention as `config` sets it, working on these parts.
-    pub fn new(config: &crate::config::Config, clock: SharedClock, layout: Layout, index: Index, metrics: Arc<Metrics>) -> Self {
-        Self {
-            retention_ms: config.retention.as_millis() as i64,
-            max_bytes: config.max_bytes,
-            keep_originals_ms: crate::ingest::keep_windows(config),
-            variant_cache_bytes: config.variant_cache_bytes,
-            clock,
-            layout,
-            index,
-            metrics,
-        }
-    }
-
-    /// One sweep: expire index rows (by age, then by the byte budget), unlink their files, and
+    /// One sweep: expire index rows (by age, then by the byte budget), delete their blobs, and
     /// remove spool files that are past the window or whose originals need no longer be kept.
     /// Blocking.
-    pub fn sweep(&self) -> Result<Sweep, crate::index::IndexError> {
+    pub fn sweep(&self) -> Result<Sweep, RetentionError> {
         let cutoff_ms = self.clock.now_ms() - self.retention_ms;
         let mut files = self.index.expire_before(cutoff_ms)?;
         if self.max_bytes > 0 {
@@ -57,21 +53,18 @@ impl Retention {
                 files = self.index.expire_before(budget_cutoff)?;
             }
         }
-        let files_removed = crate::garbage::collect(&self.layout, &self.index, &files);
+        let files_removed = crate::garbage::collect(self.store.as_ref(), self.index.as_ref(), &files);
         // Transcodes of segments that are gone go too: no footage outlives the window in a cache.
-        if let Err(e) = crate::variant::sweep_cache(&self.layout, &self.index, self.variant_cache_bytes) {
-            tracing::warn!(error = %e, "cannot sweep the variant cache");
-        }
-        Metrics::add(&self.metrics.files_expired, files_removed as u64);
+        (self.sweep_caches)();
+        self.metrics.files_expired.inc_by(files_removed as u64);
         self.index.delete_expired_sessions(self.clock.now_ms())?;
-        // Spool files older than the window go too (kept originals, a device's carry picture, a frame
-        // never encoded): left behind, a restart would take them for pending frames and bring
-        // expired footage back. An encode reading one at this moment finds it gone and skips it.
-        let mut spool_files_removed = remove_old_spool(&self.layout, cutoff_ms);
+        // Spool files older than the window go too, and leave the pending set. An encode reading
+        // one at this moment finds it gone and skips it.
+        let mut spool_files_removed = remove_expired(self.store.as_ref(), &self.pending, cutoff_ms)?;
         // Originals of encoded frames past the keep window (devices that went quiet).
-        let release = crate::ingest::Release::at(self.clock.now_ms(), self.keep_originals_ms);
+        let release = Release::at(self.clock.now_ms(), self.keep_originals_ms);
         for device_id in self.index.device_ids()? {
-            match crate::ingest::release_spool(&self.layout, &self.index, &device_id, release) {
+            match release_spool(self.store.as_ref(), self.index.as_ref(), &device_id, release) {
                 Ok(n) => spool_files_removed += n,
                 Err(e) => tracing::warn!(device_id, error = %e, "cannot release spool files"),
             }
@@ -95,19 +88,4 @@ impl Retention {
             }
         }
     }
-}
-
-fn remove_old_spool(layout: &Layout, before_ms: i64) -> usize {
-    let mut removed = 0;
-    let Ok(devices) = std::fs::read_dir(layout.spool_root()) else { return 0 };
-    for dev in devices.flatten() {
-        let Ok(files) = std::fs::read_dir(dev.path()) else { continue };
-        for f in files.flatten() {
-            let old = f.file_name().to_str().and_then(Layout::parse_spool_name).is_some_and(|ms| ms < before_ms);
-            if old && fsutil::remove_if_exists(&f.path()).is_ok() {
-                removed += 1;
-            }
-        }
-    }
-    removed
 }

@@ -39,7 +39,7 @@ pub fn plan_minute(
 /// `captures` are (capture_ms, (width, height)) sorted by time, all inside the minute;
 /// `carry` is the device's latest earlier capture, if any.
 ///
-/// Rules (facts/browser.md): the first segment starts exactly on the minute with a keyframe;
+/// Rules (docs/media-facts.md, "Timeline rules for frame-exact seeking"): the first segment starts exactly on the minute with a keyframe;
 /// it repeats `carry` when the first capture is later than :00 and `carry` is recent enough and
 /// of the same size, otherwise the first capture is shown from :00. Each frame lasts until the
 /// next capture, the last until the block's end. A size change starts a new segment, and so does

@@ -4,8 +4,9 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use crate::ingest::png::PngError;
 use crate::ingest::IngestError;
+use crate::media::png::PngError;
+use crate::playback::PlaybackError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -72,18 +73,20 @@ impl From<IngestError> for ApiError {
             IngestError::TooFarInFuture => ApiError::Unprocessable("capture_in_future", IngestError::TooFarInFuture.to_string()),
             IngestError::Overloaded => ApiError::Overloaded,
             IngestError::DiskFull => ApiError::DiskFull,
-            IngestError::Io(e) => ApiError::internal(e),
+            IngestError::Store(e) => ApiError::internal(e),
             IngestError::Index(e) => ApiError::internal(e),
         }
     }
 }
 
-impl From<crate::variant::VariantError> for ApiError {
-    fn from(e: crate::variant::VariantError) -> Self {
+impl From<PlaybackError> for ApiError {
+    fn from(e: PlaybackError) -> Self {
         match e {
-            crate::variant::VariantError::NotFound => ApiError::NotFound,
-            crate::variant::VariantError::Io(e) if e.kind() == std::io::ErrorKind::NotFound => ApiError::NotFound,
-            other => ApiError::internal(other),
+            PlaybackError::NotFound => ApiError::NotFound,
+            PlaybackError::BadRequest(code, message) => ApiError::BadRequest(code, message),
+            PlaybackError::Unprocessable(code, message) => ApiError::Unprocessable(code, message),
+            PlaybackError::Busy => ApiError::Overloaded,
+            e @ (PlaybackError::Index(_) | PlaybackError::Store(_) | PlaybackError::Media(_)) => ApiError::internal(e),
         }
     }
 }

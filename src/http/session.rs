@@ -1,14 +1,11 @@
 //! The web login: username + password → an HttpOnly, SameSite=Strict session cookie.
 
-use std::sync::Arc;
-
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use super::{blocking, cookie_value, ApiError, Viewer, SESSION_COOKIE};
-use crate::app::App;
+use super::{blocking, cookie_value, ApiError, AppState, Viewer, SESSION_COOKIE};
 use crate::auth;
 
 const SESSION_MS: i64 = 7 * 24 * 3_600_000;
@@ -21,7 +18,7 @@ pub struct Login {
 
 /// JSON only: a cross-site form cannot send `application/json` without a CORS preflight,
 /// which this server never grants, so login is not CSRF-able.
-pub async fn login(State(app): State<Arc<App>>, headers: HeaderMap, body: axum::body::Bytes) -> Result<Response, ApiError> {
+pub async fn login(State(app): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Result<Response, ApiError> {
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -68,7 +65,7 @@ pub async fn login(State(app): State<Arc<App>>, headers: HeaderMap, body: axum::
     Ok(response)
 }
 
-pub async fn logout(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn logout(State(app): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     if let Some(token) = cookie_value(&headers, SESSION_COOKIE) {
         let hash = auth::hash_token(&token);
         let index = app.index.clone();

@@ -8,11 +8,10 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use http_body_util::BodyExt;
 
-use super::{blocking, ApiError, Device};
-use crate::app::App;
+use super::{blocking, ApiError, AppState, Device};
 use crate::clock::parse_time_ms;
 use crate::ingest::Accepted;
-use crate::metrics::Metrics;
+use crate::metrics::UploadOutcome;
 
 /// How long an upload may wait for a free slot before it is told to retry later.
 const UPLOAD_SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -24,23 +23,24 @@ pub struct UploadResponse {
 }
 
 pub async fn upload(
-    State(app): State<Arc<App>>,
+    State(app): State<AppState>,
     device: Result<Device, ApiError>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<UploadResponse>), ApiError> {
+    let started = std::time::Instant::now();
     let result = accept(&app, device, &headers, body).await;
-    let counter = match &result {
-        Ok((StatusCode::CREATED, _)) => &app.metrics.uploads_stored,
-        Ok(_) => &app.metrics.uploads_duplicate,
-        Err(_) => &app.metrics.uploads_rejected,
-    };
-    Metrics::add(counter, 1);
+    app.metrics.upload(match &result {
+        Ok((StatusCode::CREATED, _)) => UploadOutcome::Stored,
+        Ok(_) => UploadOutcome::Duplicate,
+        Err(_) => UploadOutcome::Rejected,
+    });
+    app.metrics.upload_seconds.observe(started.elapsed().as_secs_f64());
     result
 }
 
 async fn accept(
-    app: &Arc<App>,
+    app: &Arc<super::Http>,
     device: Result<Device, ApiError>,
     headers: &HeaderMap,
     body: Body,
@@ -67,7 +67,7 @@ async fn accept(
         .await
         .map_err(|_| ApiError::Overloaded)?
         .map_err(ApiError::internal)?;
-    let max = app.config.max_body_bytes;
+    let max = app.max_body_bytes;
     let too_large = || ApiError::TooLarge("body_too_large", format!("the body is larger than {max} bytes"));
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max as u64) {
@@ -81,12 +81,10 @@ async fn accept(
     let ingest = app.ingest.clone();
     let dev = device_id.clone();
     let accepted = blocking(move || Ok(ingest.accept(&dev, capture_ms, &bytes)?)).await?;
+    // A stored frame wakes the encoder through the pending set: a late frame for a minute that
+    // is already due gets encoded without waiting for a tick.
     let status = match accepted {
-        Accepted::Stored => {
-            // A late frame for a minute that is already due gets encoded without waiting for a tick.
-            app.scheduler.wake();
-            StatusCode::CREATED
-        }
+        Accepted::Stored => StatusCode::CREATED,
         Accepted::Duplicate => StatusCode::OK,
     };
     Ok((status, Json(UploadResponse { device: device_id, capture_ms })))

@@ -1,7 +1,6 @@
-//! Viewing endpoints: device list, playlists, timeline, segments, exact frames, MP4 export.
+//! Viewing endpoints: extract, call one `Playback` method on a blocking thread, shape the answer.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -9,159 +8,112 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use super::{blocking, files, ApiError, Viewer};
-use crate::app::App;
-use crate::clock::{parse_time_ms, MINUTE_MS};
-use crate::hls::{self, Entry};
-use crate::index::{DeviceInfo, Segment};
-use crate::ingest::png::encode_rgb;
-use crate::media::{ffmpeg, mp4};
+use super::{blocking, files, ApiError, AppState, Viewer, VisibleDevice};
+use crate::clock::parse_time_ms;
+use crate::index::DeviceInfo;
+use crate::playback::Rendition;
 
-/// Longest range one export may cover.
-const MAX_EXPORT_MS: i64 = 6 * 3_600_000;
-
-pub async fn metrics(State(app): State<Arc<App>>, _viewer: Viewer) -> Response {
-    let text = app.metrics.render(app.pending.frame_count());
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+/// 200 while serving; `status` says `degraded` when background work keeps failing.
+pub async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let encoder = (state.encoder_health)();
+    let status = if encoder.is_degraded() { "degraded" } else { "ok" };
+    Json(serde_json::json!({ "status": status, "encoder": encoder, "pending_frames": state.pending.frame_count() }))
 }
 
-pub async fn devices(State(app): State<Arc<App>>, Viewer(user): Viewer) -> Result<Json<Vec<DeviceInfo>>, ApiError> {
-    let index = app.index.clone();
-    Ok(Json(blocking(move || Ok(index.devices_visible_to(&user)?)).await?))
+pub async fn metrics(State(state): State<AppState>, _viewer: Viewer) -> Response {
+    state.metrics.set_failing_compactions((state.encoder_health)().failing_compactions);
+    let text = state.metrics.render(state.pending.frame_count());
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
 }
 
-/// 404 unless `user` may see `device_id` (an unknown device and a foreign one look the same).
-async fn visible(app: &Arc<App>, user: crate::index::User, device_id: &str) -> Result<(), ApiError> {
-    let index = app.index.clone();
-    let id = device_id.to_string();
-    if blocking(move || Ok(index.can_view(&user, &id)?)).await? {
-        Ok(())
-    } else {
-        Err(ApiError::NotFound)
-    }
-}
-
-/// The device's segments in the retention window, oldest first.
-async fn window_segments(app: &Arc<App>, device_id: &str) -> Result<Vec<Segment>, ApiError> {
-    let now = app.clock.now_ms();
-    let from = now - app.config.retention.as_millis() as i64;
-    let (index, id) = (app.index.clone(), device_id.to_string());
-    blocking(move || Ok(index.segments_between(&id, from, i64::MAX)?)).await
+pub async fn devices(State(state): State<AppState>, Viewer(user): Viewer) -> Result<Json<Vec<DeviceInfo>>, ApiError> {
+    let playback = state.playback.clone();
+    Ok(Json(blocking(move || Ok(playback.devices(&user)?)).await?))
 }
 
 fn playlist_response(text: String) -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "application/vnd.apple.mpegurl"),
-            (header::CACHE_CONTROL, "no-store"),
-        ],
-        text,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "application/vnd.apple.mpegurl"), (header::CACHE_CONTROL, "no-store")], text).into_response()
 }
 
-pub async fn multivariant(State(app): State<Arc<App>>, Viewer(user): Viewer, Path(id): Path<String>) -> Result<Response, ApiError> {
-    visible(&app, user, &id).await?;
-    let segments = window_segments(&app, &id).await?;
-    let latest = segments.last();
-    // CODECS names the highest level in the window, so the browser checks what it will really get.
-    let codec = segments.iter().map(|s| s.codec.as_str()).max().unwrap_or("avc1.F40028");
-    let (width, height) = latest.map_or((1920, 1080), |s| (s.width, s.height));
-    let bandwidth = segments
-        .iter()
-        .map(|s| (s.bytes as u64 * 8 * 1000) / (s.end_ms - s.start_ms).max(1) as u64)
-        .max()
-        .unwrap_or(100_000)
-        .max(1_000);
-    // High 4:4:4 first (what Chromium plays); High 4:2:0, transcoded on demand, for the rest.
-    let codec_420 = crate::variant::codec_420(codec);
-    let variants = [
-        hls::Variant { codec, bandwidth, uri: "media.m3u8" },
-        hls::Variant { codec: &codec_420, bandwidth: bandwidth / 2, uri: "media420.m3u8" },
-    ];
-    Ok(playlist_response(hls::multivariant_playlist(width, height, &variants)))
+pub async fn multivariant(State(state): State<AppState>, VisibleDevice(device): VisibleDevice) -> Result<Response, ApiError> {
+    let playback = state.playback.clone();
+    Ok(playlist_response(blocking(move || Ok(playback.multivariant(&device)?)).await?))
+}
+
+async fn media(state: AppState, device: crate::playback::VisibleDevice, rendition: Rendition) -> Result<Response, ApiError> {
+    let playback = state.playback.clone();
+    Ok(playlist_response(blocking(move || Ok(playback.media_playlist(&device, rendition)?)).await?))
+}
+
+pub async fn media_playlist(State(state): State<AppState>, VisibleDevice(device): VisibleDevice) -> Result<Response, ApiError> {
+    media(state, device, Rendition::Stored).await
 }
 
 /// The 4:2:0 variant's media playlist: the same entries, URIs of transcoded segments.
-pub async fn media_playlist_420(State(app): State<Arc<App>>, Viewer(user): Viewer, Path(id): Path<String>) -> Result<Response, ApiError> {
-    visible(&app, user, &id).await?;
-    let entries: Vec<Entry> = entries(&window_segments(&app, &id).await?)
-        .into_iter()
-        .map(|e| match e {
-            Entry::Segment { start_ms, end_ms, uri, init_uri } => Entry::Segment {
-                start_ms,
-                end_ms,
-                uri: uri.replacen("segments/", "segments420/", 1),
-                init_uri: init_uri.replacen("init/", "init420/", 1),
-            },
-            gap => gap,
-        })
-        .collect();
-    Ok(playlist_response(hls::media_playlist(&entries)))
+pub async fn media_playlist_420(State(state): State<AppState>, VisibleDevice(device): VisibleDevice) -> Result<Response, ApiError> {
+    media(state, device, Rendition::Chroma420).await
+}
+
+/// `"{n}.{ext}"` → n
+fn numbered(file: &str, ext: &str) -> Result<i64, ApiError> {
+    file.strip_suffix(ext).and_then(|n| n.parse().ok()).ok_or(ApiError::NotFound)
+}
+
+/// `{n}.m4s`: media segment n of the device, in `rendition`, with Range support.
+async fn segment_of(state: AppState, device: crate::playback::VisibleDevice, file: &str, headers: &HeaderMap, rendition: Rendition) -> Result<Response, ApiError> {
+    let id = numbered(file, ".m4s")?;
+    let playback = state.playback.clone();
+    let bytes = blocking(move || Ok(playback.segment(&device, id, rendition)?)).await?;
+    files::immutable(bytes, "video/iso.segment", headers)
+}
+
+/// `{n}.mp4`: init segment n of the device's segments, in `rendition`, with Range support.
+async fn init_of(state: AppState, device: crate::playback::VisibleDevice, file: &str, headers: &HeaderMap, rendition: Rendition) -> Result<Response, ApiError> {
+    let id = numbered(file, ".mp4")?;
+    let playback = state.playback.clone();
+    let bytes = blocking(move || Ok(playback.init(&device, id, rendition)?)).await?;
+    files::immutable(bytes, "video/mp4", headers)
+}
+
+pub async fn segment(
+    State(state): State<AppState>,
+    VisibleDevice(device): VisibleDevice,
+    Path((_, file)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    segment_of(state, device, &file, &headers, Rendition::Stored).await
 }
 
 pub async fn segment_420(
-    State(app): State<Arc<App>>,
-    Viewer(user): Viewer,
-    Path((id, file)): Path<(String, String)>,
+    State(state): State<AppState>,
+    VisibleDevice(device): VisibleDevice,
+    Path((_, file)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    serve_segment(app, user, id, &file, &headers, |app, seg| Ok(app.variants.segment(seg)?)).await
+    segment_of(state, device, &file, &headers, Rendition::Chroma420).await
+}
+
+pub async fn init(
+    State(state): State<AppState>,
+    VisibleDevice(device): VisibleDevice,
+    Path((_, file)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    init_of(state, device, &file, &headers, Rendition::Stored).await
 }
 
 pub async fn init_420(
-    State(app): State<Arc<App>>,
-    Viewer(user): Viewer,
-    Path((id, file)): Path<(String, String)>,
+    State(state): State<AppState>,
+    VisibleDevice(device): VisibleDevice,
+    Path((_, file)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    // The variant finds a segment of this device with that init, or answers 404.
-    serve_init(app, user, id, &file, &headers, |app, device_id, init_id| Ok(app.variants.init(device_id, init_id)?)).await
+    init_of(state, device, &file, &headers, Rendition::Chroma420).await
 }
 
-pub async fn media_playlist(State(app): State<Arc<App>>, Viewer(user): Viewer, Path(id): Path<String>) -> Result<Response, ApiError> {
-    visible(&app, user, &id).await?;
-    let entries = entries(&window_segments(&app, &id).await?);
-    Ok(playlist_response(hls::media_playlist(&entries)))
-}
-
-fn entries(segments: &[Segment]) -> Vec<Entry> {
-    hls::with_gaps(
-        segments
-            .iter()
-            .map(|s| Entry::Segment {
-                start_ms: s.start_ms,
-                end_ms: s.end_ms,
-                uri: format!("segments/{}.m4s", s.id),
-                init_uri: format!("init/{}.mp4", s.init_id),
-            })
-            .collect(),
-    )
-}
-
-#[derive(serde::Serialize)]
-pub struct Span {
-    start_ms: i64,
-    end_ms: i64,
-}
-
-#[derive(serde::Serialize)]
-pub struct Timeline {
-    device: String,
-    from_ms: i64,
-    to_ms: i64,
-    /// Media time 0 of the playlist (its first entry's start), for mapping player time to wall clock.
-    media_start_ms: Option<i64>,
-    /// End of the last encoded minute: the live edge.
-    live_edge_ms: Option<i64>,
-    /// Every encoded capture time in the range, oldest first.
-    captures: Vec<i64>,
-    /// Stretches with footage.
-    recorded: Vec<Span>,
-    /// Stretches inside the range without footage (device offline).
-    gaps: Vec<Span>,
-    /// Frames received but not yet encoded (they appear within about a minute).
-    pending_frames: usize,
+/// Gap entries are never meant to be fetched.
+pub async fn gap(Viewer(_): Viewer) -> ApiError {
+    ApiError::NotFound
 }
 
 fn time_param(q: &HashMap<String, String>, key: &str) -> Result<Option<i64>, ApiError> {
@@ -178,241 +130,56 @@ fn required_time(q: &HashMap<String, String>, key: &str) -> Result<i64, ApiError
 }
 
 pub async fn timeline(
-    State(app): State<Arc<App>>,
-    Viewer(user): Viewer,
-    Path(id): Path<String>,
+    State(state): State<AppState>,
+    VisibleDevice(device): VisibleDevice,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<Timeline>, ApiError> {
-    visible(&app, user, &id).await?;
-    let now = app.clock.now_ms();
-    let window_start = now - app.config.retention.as_millis() as i64;
-    let from = time_param(&q, "from")?.unwrap_or(window_start).max(window_start);
-    let to = time_param(&q, "to")?.unwrap_or(now + MINUTE_MS);
-    if to < from {
-        return Err(ApiError::BadRequest("bad_range", "`to` is before `from`".into()));
-    }
-    let segments = window_segments(&app, &id).await?;
-    let (index, dev) = (app.index.clone(), id.clone());
-    let captures = blocking(move || Ok(index.frames_between(&dev, from, to)?)).await?;
-    let mut recorded: Vec<Span> = Vec::new();
-    for s in segments.iter().filter(|s| s.end_ms > from && s.start_ms < to) {
-        match recorded.last_mut() {
-            Some(last) if last.end_ms == s.start_ms => last.end_ms = s.end_ms,
-            _ => recorded.push(Span { start_ms: s.start_ms, end_ms: s.end_ms }),
-        }
-    }
-    let gaps = recorded.windows(2).map(|w| Span { start_ms: w[0].end_ms, end_ms: w[1].start_ms }).collect();
-    Ok(Json(Timeline {
-        device: id,
-        from_ms: from,
-        to_ms: to,
-        media_start_ms: segments.first().map(|s| s.start_ms),
-        live_edge_ms: segments.last().map(|s| s.end_ms),
-        captures: captures.iter().map(|f| f.capture_ms).collect(),
-        recorded,
-        gaps,
-        pending_frames: app.pending.frame_count(),
-    }))
-}
-
-/// `"{n}.{ext}"` → n
-fn numbered(file: &str, ext: &str) -> Result<i64, ApiError> {
-    file.strip_suffix(ext).and_then(|n| n.parse().ok()).ok_or(ApiError::NotFound)
-}
-
-pub async fn segment(
-    State(app): State<Arc<App>>,
-    Viewer(user): Viewer,
-    Path((id, file)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    serve_segment(app, user, id, &file, &headers, |app, seg| read_stored(app, &seg.file)).await
-}
-
-/// `{n}.m4s` of the device's segment n, as `bytes_of` makes it (stored, or transcoded); another
-/// device's segment id is a 404.
-async fn serve_segment(
-    app: Arc<App>,
-    user: crate::index::User,
-    id: String,
-    file: &str,
-    headers: &HeaderMap,
-    bytes_of: fn(&App, &Segment) -> Result<Vec<u8>, ApiError>,
-) -> Result<Response, ApiError> {
-    visible(&app, user, &id).await?;
-    let seg_id = numbered(file, ".m4s")?;
-    let bytes = blocking(move || {
-        let seg = app.index.segment(seg_id)?.filter(|s| s.device_id == id).ok_or(ApiError::NotFound)?;
-        bytes_of(&app, &seg)
-    })
-    .await?;
-    files::immutable(bytes, "video/iso.segment", headers)
-}
-
-pub async fn init(
-    State(app): State<Arc<App>>,
-    Viewer(user): Viewer,
-    Path((id, file)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    serve_init(app, user, id, &file, &headers, |app, device_id, init_id| {
-        // Only an init that one of this device's segments uses.
-        if !app.index.device_uses_init(device_id, init_id)? {
-            return Err(ApiError::NotFound);
-        }
-        let init = app.index.init(init_id)?.ok_or(ApiError::NotFound)?;
-        read_stored(app, &init.file)
-    })
-    .await
-}
-
-/// `{n}.mp4`, the init segment n of the device's segments, as `bytes_of` makes it.
-async fn serve_init(
-    app: Arc<App>,
-    user: crate::index::User,
-    id: String,
-    file: &str,
-    headers: &HeaderMap,
-    bytes_of: fn(&App, &str, i64) -> Result<Vec<u8>, ApiError>,
-) -> Result<Response, ApiError> {
-    visible(&app, user, &id).await?;
-    let init_id = numbered(file, ".mp4")?;
-    let bytes = blocking(move || bytes_of(&app, &id, init_id)).await?;
-    files::immutable(bytes, "video/mp4", headers)
-}
-
-/// Gap entries are never meant to be fetched.
-pub async fn gap(Viewer(_): Viewer) -> ApiError {
-    ApiError::NotFound
-}
-
-/// Reads a stored file; one removed by retention in the meantime is a clean 404.
-fn read_stored(app: &App, rel: &str) -> Result<Vec<u8>, ApiError> {
-    std::fs::read(app.layout.resolve(rel)).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => ApiError::NotFound,
-        _ => ApiError::internal(e),
-    })
-}
-
-fn init_file(app: &App, seg: &Segment) -> Result<Vec<u8>, ApiError> {
-    let init = app.index.init(seg.init_id)?.ok_or(ApiError::NotFound)?;
-    read_stored(app, &init.file)
-}
-
-fn segment_files(app: &App, seg: &Segment) -> Result<(Vec<u8>, Vec<u8>), ApiError> {
-    Ok((init_file(app, seg)?, read_stored(app, &seg.file)?))
-}
-
-/// The device's segment covering `t`, or 404 (a gap, or outside the footage).
-fn segment_at(app: &App, device_id: &str, t: i64) -> Result<Segment, ApiError> {
-    app.index.segments_between(device_id, t, t + 1)?.into_iter().next().ok_or(ApiError::NotFound)
+) -> Result<Json<crate::playback::Timeline>, ApiError> {
+    let (from, to) = (time_param(&q, "from")?, time_param(&q, "to")?);
+    let playback = state.playback.clone();
+    Ok(Json(blocking(move || Ok(playback.timeline(&device, from, to)?)).await?))
 }
 
 pub async fn frame_png(
-    State(app): State<Arc<App>>,
-    Viewer(user): Viewer,
-    Path(id): Path<String>,
+    State(state): State<AppState>,
+    VisibleDevice(device): VisibleDevice,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    visible(&app, user, &id).await?;
     let t = required_time(&q, "t")?;
-    let app2 = app.clone();
-    let (pts, png) = blocking(move || {
-        let seg = segment_at(&app2, &id, t)?;
-        let (init, media) = segment_files(&app2, &seg)?;
-        let (pts, yuv) = ffmpeg::decode_frame_at(&init, &media, t).map_err(ApiError::internal)?.ok_or(ApiError::NotFound)?;
-        let rgb = ffmpeg::yuv_to_rgb(&yuv).map_err(ApiError::internal)?;
-        Ok((pts, encode_rgb(&rgb)))
-    })
-    .await?;
+    let playback = state.playback.clone();
+    let frame = blocking(move || Ok(playback.frame(&device, t)?)).await?;
     let mut headers = HeaderMap::new();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=60"));
-    headers.insert("x-frame-time", HeaderValue::from(pts));
-    Ok((StatusCode::OK, headers, png).into_response())
+    headers.insert("x-frame-time", HeaderValue::from(frame.pts_ms));
+    Ok((StatusCode::OK, headers, frame.png).into_response())
 }
 
-/// Width of timeline previews.
-const THUMB_WIDTH: u32 = 240;
-/// Previews kept in memory (~20 KB each).
-const THUMB_CACHE: usize = 2048;
-
-/// A small preview of the minute holding `t` (the frame on screen at its start), cached per
-/// segment and minute. A compacted segment spans several minutes: one decoding pass makes the
-/// previews of all of them.
 pub async fn thumb_png(
-    State(app): State<Arc<App>>,
-    Viewer(user): Viewer,
-    Path(id): Path<String>,
+    State(state): State<AppState>,
+    VisibleDevice(device): VisibleDevice,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    visible(&app, user, &id).await?;
     let t = required_time(&q, "t")?;
-    let app2 = app.clone();
-    let png = blocking(move || {
-        let seg = segment_at(&app2, &id, t)?;
-        let minute_of = |t: i64| (t.div_euclid(MINUTE_MS) * MINUTE_MS).max(seg.start_ms);
-        let key = (seg.id, minute_of(t));
-        if let Some(png) = app2.thumbs.get(key) {
-            return Ok(png);
-        }
-        let (init, media) = segment_files(&app2, &seg)?;
-        let minutes: Vec<i64> = std::iter::successors(Some(seg.start_ms), |m| Some(m.div_euclid(MINUTE_MS) * MINUTE_MS + MINUTE_MS))
-            .take_while(|m| *m < seg.end_ms)
-            .collect();
-        let mut wanted = None;
-        ffmpeg::frames_on_screen_at(&init, &media, &minutes, |minute, _, yuv| {
-            let png = Arc::new(encode_rgb(&ffmpeg::thumbnail(yuv, THUMB_WIDTH)?));
-            if minute == key.1 {
-                wanted = Some(png.clone());
-            }
-            app2.thumbs.put((seg.id, minute), png, THUMB_CACHE);
-            Ok(())
-        })
-        .map_err(ApiError::internal)?;
-        wanted.ok_or(ApiError::NotFound)
-    })
-    .await?;
+    let playback = state.playback.clone();
+    let png = blocking(move || Ok(playback.thumbnail(&device, t)?)).await?;
     // Segment ids change when a minute is re-encoded or compacted, so a short cache is safe.
     Ok(([(header::CONTENT_TYPE, "image/png"), (header::CACHE_CONTROL, "private, max-age=300")], png.as_ref().clone()).into_response())
 }
 
 pub async fn export_mp4(
-    State(app): State<Arc<App>>,
-    Viewer(user): Viewer,
-    Path(id): Path<String>,
+    State(state): State<AppState>,
+    VisibleDevice(device): VisibleDevice,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    visible(&app, user, &id).await?;
     let (from, to) = (required_time(&q, "from")?, required_time(&q, "to")?);
-    if to <= from {
-        return Err(ApiError::BadRequest("bad_range", "`to` must be after `from`".into()));
-    }
-    if to - from > MAX_EXPORT_MS {
-        return Err(ApiError::Unprocessable("range_too_long", "an export covers at most 6 hours".into()));
-    }
-    let app2 = app.clone();
-    let dev = id.clone();
-    // Everything is read before the first byte is sent: retention running meanwhile can only
-    // make this a clean 404, never a truncated 200.
-    let (body, first_ms) = blocking(move || {
-        let segments = app2.index.segments_between(&dev, from, to)?;
-        let first = segments.first().ok_or(ApiError::NotFound)?.clone();
-        let mut out = init_file(&app2, &first)?;
-        // One file holds one init: the export stops at a resolution change.
-        for seg in segments.iter().take_while(|s| s.init_id == first.init_id) {
-            let mut media = read_stored(&app2, &seg.file)?;
-            mp4::shift_tfdt(&mut media, first.start_ms as u64).map_err(ApiError::internal)?;
-            out.extend_from_slice(&media);
-        }
-        Ok((out, first.start_ms))
-    })
-    .await?;
-    let disposition = format!("attachment; filename=\"screentape-{id}-{first_ms}.mp4\"");
+    let id = device.id.clone();
+    let playback = state.playback.clone();
+    let export = blocking(move || Ok(playback.export(&device, from, to)?)).await?;
+    let disposition = format!("attachment; filename=\"screentape-{id}-{}.mp4\"", export.start_ms);
     let mut headers = HeaderMap::new();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp4"));
     headers.insert(header::CONTENT_DISPOSITION, HeaderValue::from_str(&disposition).map_err(ApiError::internal)?);
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
-    headers.insert("x-export-start", HeaderValue::from(first_ms));
-    Ok((StatusCode::OK, headers, Body::from(body)).into_response())
+    headers.insert("x-export-start", HeaderValue::from(export.start_ms));
+    Ok((StatusCode::OK, headers, Body::from(export.bytes)).into_response())
 }

@@ -1,9 +1,10 @@
 //! Upload acceptance: validation, dedupe and the durable spool (no HTTP types here).
 
-pub mod png;
 mod pending;
+mod spool;
 
 pub use pending::Pending;
+pub use spool::{keep_windows, recover, release_spool, remove_expired, spool_captures, Release};
 
 use std::sync::Arc;
 
@@ -11,9 +12,10 @@ use sha2::{Digest, Sha256};
 
 use crate::clock::SharedClock;
 use crate::config::Config;
-use crate::fsutil::{self, Created};
-use crate::index::Index;
-use crate::layout::Layout;
+use crate::index::SharedIndex;
+use crate::layout::spool_key;
+use crate::media::png;
+use crate::store::{Created, SharedStore, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -29,15 +31,24 @@ pub enum IngestError {
     Overloaded,
     #[error("the disk is full")]
     DiskFull,
-    #[error("i/o error: {0}")]
-    Io(#[from] std::io::Error),
+    #[error("store error: {0}")]
+    Store(StoreError),
     #[error("index error: {0}")]
     Index(#[from] crate::index::IndexError),
 }
 
+impl From<StoreError> for IngestError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Full => IngestError::DiskFull,
+            other => IngestError::Store(other),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Accepted {
-    /// Newly stored and fsynced.
+    /// Newly stored and durable.
     Stored,
     /// The identical frame was already stored: a safe retry.
     Duplicate,
@@ -46,8 +57,8 @@ pub enum Accepted {
 /// Accepts uploads into the spool. Cheap to clone; every method blocks (call from a blocking thread).
 #[derive(Clone)]
 pub struct Ingest {
-    layout: Layout,
-    index: Index,
+    store: SharedStore,
+    index: SharedIndex,
     clock: SharedClock,
     pending: Arc<Pending>,
     max_dimension: u32,
@@ -57,9 +68,9 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    pub fn new(config: &Config, layout: Layout, index: Index, clock: SharedClock, pending: Arc<Pending>) -> Self {
+    pub fn new(config: &Config, store: SharedStore, index: SharedIndex, clock: SharedClock, pending: Arc<Pending>) -> Self {
         Self {
-            layout,
+            store,
             index,
             clock,
             pending,
@@ -71,7 +82,7 @@ impl Ingest {
     }
 
     /// Validates `bytes` and stores them durably as `device_id`'s capture at `capture_ms`.
-    /// Returns only once the frame is fsynced (or known to be stored already).
+    /// Returns only once the frame is durable (or known to be stored already).
     pub fn accept(&self, device_id: &str, capture_ms: i64, bytes: &[u8]) -> Result<Accepted, IngestError> {
         let now_ms = self.clock.now_ms();
         if capture_ms < now_ms - self.retention_ms {
@@ -87,101 +98,30 @@ impl Ingest {
         if let Some(stored) = self.index.frame_sha256(device_id, capture_ms)? {
             return if stored == sha256 { Ok(Accepted::Duplicate) } else { Err(IngestError::Conflict) };
         }
-        let path = self.layout.spool_file(device_id, capture_ms);
-        if path.exists() {
-            return self.compare_existing(&path, &sha256);
+        let key = spool_key(device_id, capture_ms);
+        if self.store.exists(&key)? {
+            return self.compare_existing(&key, &sha256);
         }
         if self.pending.frame_count() >= self.spool_max_frames {
             return Err(IngestError::Overloaded);
         }
         // Full decode only now, after the cheap checks: a frame we acknowledge must be encodable.
         png::validate(bytes, self.max_dimension)?;
-        match fsutil::write_new_durably(&self.layout.tmp_dir(), &path, bytes) {
-            Ok(Created::New) => {
+        match self.store.put_new(&key, bytes)? {
+            Created::New => {
                 self.pending.add(device_id, capture_ms);
                 Ok(Accepted::Stored)
             }
-            Ok(Created::AlreadyExists) => self.compare_existing(&path, &sha256),
-            Err(e) if fsutil::is_disk_full(&e) => Err(IngestError::DiskFull),
-            Err(e) => Err(e.into()),
+            Created::AlreadyExists => self.compare_existing(&key, &sha256),
         }
     }
 
-
-    fn compare_existing(&self, path: &std::path::Path, sha256: &[u8; 32]) -> Result<Accepted, IngestError> {
-        match std::fs::read(path) {
-            Ok(existing) if Sha256::digest(&existing).as_slice() == sha256 => Ok(Accepted::Duplicate),
-            Ok(_) => Err(IngestError::Conflict),
+    fn compare_existing(&self, key: &str, sha256: &[u8; 32]) -> Result<Accepted, IngestError> {
+        match self.store.get(key)? {
+            Some(existing) if Sha256::digest(&existing).as_slice() == sha256 => Ok(Accepted::Duplicate),
+            Some(_) => Err(IngestError::Conflict),
             // Encoded and removed between our two looks: the index has it now.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(IngestError::Conflict),
-            Err(e) => Err(e.into()),
+            None => Err(IngestError::Conflict),
         }
     }
-}
-
-/// Capture times of a device's spool files, oldest first.
-pub fn spool_captures(layout: &Layout, device_id: &str) -> std::io::Result<std::collections::BTreeSet<i64>> {
-    let entries = match std::fs::read_dir(layout.spool_dir(device_id)) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Default::default()),
-        Err(e) => return Err(e),
-    };
-    let mut out = std::collections::BTreeSet::new();
-    for entry in entries {
-        if let Some(ms) = entry?.file_name().to_str().and_then(Layout::parse_spool_name) {
-            out.insert(ms);
-        }
-    }
-    Ok(out)
-}
-
-/// When kept originals may go: frames in a compacted segment written before `compacted_before_ms`,
-/// frames in a one-minute segment written before `minute_before_ms` (with compaction on, much
-/// later: compaction re-encodes from the originals; a block compaction never reached still lets
-/// its originals go eventually).
-#[derive(Debug, Clone, Copy)]
-pub struct Release {
-    pub compacted_before_ms: i64,
-    pub minute_before_ms: i64,
-}
-
-/// How long originals stay after their segment is written: (compacted, one-minute) in ms.
-pub fn keep_windows(config: &Config) -> (i64, i64) {
-    let keep = config.keep_originals.as_millis() as i64;
-    let minute_keep = if config.compact.enabled() {
-        keep + (config.compact.after + config.compact.span).as_millis() as i64 + 3_600_000
-    } else {
-        keep
-    };
-    (keep, minute_keep)
-}
-
-impl Release {
-    pub fn at(now_ms: i64, (keep_compacted_ms, keep_minute_ms): (i64, i64)) -> Self {
-        Self { compacted_before_ms: now_ms - keep_compacted_ms, minute_before_ms: now_ms - keep_minute_ms }
-    }
-}
-
-/// Removes `device_id`'s spool files whose frames are durably in a segment old enough by
-/// `release`, except the device's latest capture (the carry picture of its next minute).
-/// Until then a late frame re-encodes its minute from these originals, without generation loss.
-/// A file is only removed once the index holds its frame. Returns how many were removed.
-pub fn release_spool(layout: &Layout, index: &Index, device_id: &str, release: Release) -> Result<usize, IngestError> {
-    let latest = index.last_frame_before(device_id, i64::MAX)?.map(|f| f.capture_ms);
-    let mut removed = 0;
-    for capture_ms in spool_captures(layout, device_id)? {
-        if Some(capture_ms) == latest {
-            continue;
-        }
-        let release_it = match index.frame_encoded_at(device_id, capture_ms)? {
-            Some((at, true)) => at < release.compacted_before_ms,
-            Some((at, false)) => at < release.minute_before_ms,
-            None => false,
-        };
-        if release_it {
-            fsutil::remove_if_exists(&layout.spool_file(device_id, capture_ms))?;
-            removed += 1;
-        }
-    }
-    Ok(removed)
 }

@@ -1,49 +1,95 @@
-//! The in-memory view of the spool: which device-minutes hold acknowledged frames not yet encoded.
+//! The in-memory view of the spool: which acknowledged frames are not yet encoded, and which
+//! device-minutes need an encode. Uploads wake the scheduler through it.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use crate::clock::minute_start_ms;
 
-/// A scheduling hint rebuilt from the spool directory at start-up; the spool files are the truth.
+/// A scheduling hint rebuilt from the spool at start-up; the spool files are the truth.
+/// The count of waiting frames is the size of a set of (device, capture) keys, never a counter
+/// that a missed decrement could leave too high.
 #[derive(Debug, Default)]
 pub struct Pending {
     inner: Mutex<Inner>,
+    work: Condvar,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
+    /// Per device: acknowledged captures not yet in a segment.
+    frames: BTreeMap<String, BTreeSet<i64>>,
+    frame_count: usize,
+    /// Per device: minutes to (re-)encode.
     minutes: BTreeMap<String, BTreeSet<i64>>,
-    frames: usize,
+    /// Set by `notify`, cleared by `wait_for_work`.
+    woken: bool,
 }
 
 impl Pending {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // The data is a set of hints that stays consistent at every step: a panic elsewhere
+        // while holding the lock leaves nothing half-done, so a poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A newly acknowledged frame: it waits for its minute's encode.
     pub fn add(&self, device_id: &str, capture_ms: i64) {
-        let mut inner = self.inner.lock().expect("pending lock");
+        let mut inner = self.lock();
+        if inner.frames.entry(device_id.to_string()).or_default().insert(capture_ms) {
+            inner.frame_count += 1;
+        }
         inner.minutes.entry(device_id.to_string()).or_default().insert(minute_start_ms(capture_ms));
-        inner.frames += 1;
+        drop(inner);
+        self.notify();
     }
 
     /// Marks a minute for (re-)encoding without a new frame (e.g. its carry frame changed).
     pub fn add_minute(&self, device_id: &str, minute_ms: i64) {
-        let mut inner = self.inner.lock().expect("pending lock");
-        inner.minutes.entry(device_id.to_string()).or_default().insert(minute_ms);
+        self.lock().minutes.entry(device_id.to_string()).or_default().insert(minute_ms);
     }
 
     /// Frames acknowledged but not yet in a segment.
     pub fn frame_count(&self) -> usize {
-        self.inner.lock().expect("pending lock").frames
+        self.lock().frame_count
     }
 
-    /// `n` spool frames reached a durable segment.
-    pub fn frames_encoded(&self, n: usize) {
-        let mut inner = self.inner.lock().expect("pending lock");
-        inner.frames = inner.frames.saturating_sub(n);
+    /// These captures of a device reached a durable segment (or were set aside): no longer pending.
+    pub fn done(&self, device_id: &str, captures: impl IntoIterator<Item = i64>) {
+        let mut inner = self.lock();
+        let Inner { frames, frame_count, .. } = &mut *inner;
+        if let Some(set) = frames.get_mut(device_id) {
+            for c in captures {
+                if set.remove(&c) {
+                    *frame_count -= 1;
+                }
+            }
+            if set.is_empty() {
+                frames.remove(device_id);
+            }
+        }
+    }
+
+    /// Forgets every pending capture older than `before_ms`: retention removed it, no encode
+    /// will ever take it. Returns how many were forgotten.
+    pub fn forget_before(&self, before_ms: i64) -> usize {
+        let mut inner = self.lock();
+        let Inner { frames, frame_count, .. } = &mut *inner;
+        let mut forgotten = 0;
+        frames.retain(|_, set| {
+            let kept = set.split_off(&before_ms);
+            forgotten += set.len();
+            *set = kept;
+            !set.is_empty()
+        });
+        *frame_count -= forgotten;
+        forgotten
     }
 
     /// Removes and returns, per device not in `busy`, the minutes that started before `cutoff_minute_ms`.
     pub fn take_due(&self, cutoff_minute_ms: i64, busy: &BTreeSet<String>) -> Vec<(String, Vec<i64>)> {
-        let mut inner = self.inner.lock().expect("pending lock");
+        let mut inner = self.lock();
         let mut out = Vec::new();
         inner.minutes.retain(|device, minutes| {
             if busy.contains(device) {
@@ -61,8 +107,20 @@ impl Pending {
 
     /// True when some minute is due at `cutoff_minute_ms`.
     pub fn has_due(&self, cutoff_minute_ms: i64) -> bool {
-        let inner = self.inner.lock().expect("pending lock");
-        inner.minutes.values().any(|m| m.first().is_some_and(|first| *first < cutoff_minute_ms))
+        self.lock().minutes.values().any(|m| m.first().is_some_and(|first| *first < cutoff_minute_ms))
+    }
+
+    /// Wakes whoever waits in `wait_for_work` (the scheduler).
+    pub fn notify(&self) {
+        self.lock().woken = true;
+        self.work.notify_all();
+    }
+
+    /// Waits until `notify` is called or `timeout` passes.
+    pub fn wait_for_work(&self, timeout: Duration) {
+        let inner = self.lock();
+        let (mut inner, _) = self.work.wait_timeout_while(inner, timeout, |i| !i.woken).unwrap_or_else(PoisonError::into_inner);
+        inner.woken = false;
     }
 }
 
@@ -82,5 +140,24 @@ mod tests {
         assert_eq!(p.frame_count(), 3);
         assert_eq!(p.take_due(180_000, &BTreeSet::new()).len(), 2);
         assert!(!p.has_due(i64::MAX));
+    }
+
+    /// Regression: frames that retention removed before their encode stayed counted forever,
+    /// and past `spool_max_frames` every device got 503 until a restart.
+    #[test]
+    fn expired_and_encoded_frames_leave_the_count() {
+        let p = Pending::default();
+        for t in [1_000, 2_000, 3_000, 90_000] {
+            p.add("a", t);
+        }
+        p.add("a", 1_000); // the same frame again changes nothing
+        p.add("b", 2_500);
+        assert_eq!(p.frame_count(), 5);
+        assert_eq!(p.forget_before(2_600), 3);
+        assert_eq!(p.frame_count(), 2);
+        p.done("a", [90_000, 123]);
+        assert_eq!(p.frame_count(), 1, "only a's 3 000 ms frame is left");
+        p.done("a", [3_000]);
+        assert_eq!(p.frame_count(), 0);
     }
 }

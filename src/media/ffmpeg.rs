@@ -12,7 +12,7 @@ use ff::util::format::Pixel;
 use ff::{codec, color, Dictionary, Rational};
 
 use super::{mp4, MediaError, Picture, Yuv444};
-use crate::ingest::png::RgbImage;
+use crate::media::png::RgbImage;
 
 const MS: Rational = Rational(1, 1000);
 
@@ -76,14 +76,8 @@ pub struct EncodedSegment {
 pub fn init_libav() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        // libav allocates multi-megabyte frame buffers. glibc's dynamic mmap threshold would
-        // start serving those from the heap after the first free, where fragmentation keeps them
-        // resident: a fixed threshold returns them to the OS (measured: 326 -> 204 MiB peak for
-        // the server under 200 devices at 1080p; docs/performance.md).
-        // SAFETY: mallopt only sets a glibc allocator parameter; it is thread-safe and takes no pointers.
-        unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
-        }
+        // The process's allocator tuning for libav's large frame buffers is the binary's
+        // business (src/main.rs), not this library's.
         ff::init().expect("libav initialises");
         ff::util::log::set_level(ff::util::log::Level::Error);
     });

@@ -1,9 +1,10 @@
 //! Pictures and codecs: encoding a run of frames into one fMP4 segment, decoding it back, MP4 boxes.
 
 pub mod ffmpeg;
+pub mod png;
 pub mod mp4;
 
-use crate::ingest::png::RgbImage;
+pub use self::png::RgbImage;
 
 /// Planar 8-bit Y'CbCr 4:4:4, BT.709 limited range, rows packed with no padding.
 #[derive(Clone, PartialEq, Eq)]
@@ -114,8 +115,15 @@ mod tests {
         let times = [base, base + 7_250, base + 17_250, base + 33_001];
         let pics: Vec<Picture> = times.iter().enumerate().map(|(i, t)| Picture::Rgb(screenshot(641, 361, *t, i as u64, 1))).collect();
 
-        let d = crate::config::Config::default().encoder;
-        let settings = EncodeSettings { crf: d.crf, preset: d.preset, threads: 1, params: d.x264_params, chroma420: false, codec: Default::default() };
+        // The default hot-tier settings (config.rs), spelled out: media knows nothing of config.
+        let settings = EncodeSettings {
+            crf: 20.0,
+            preset: "veryfast".into(),
+            threads: 1,
+            params: "aq-mode=0:psy=0:force-cfr=1".into(),
+            chroma420: false,
+            codec: Default::default(),
+        };
         let seg = encode_segment(&settings, pics[0].dimensions(), &times, base + 60_000, 7, |i| Ok(pics[i].clone())).unwrap();
         assert!(seg.codec.starts_with("avc1.F4"), "High 4:4:4: {}", seg.codec);
         assert_eq!(mp4::first_tfdt(&seg.media).unwrap(), base as u64);

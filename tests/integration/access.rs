@@ -102,7 +102,7 @@ fn secrets_are_hashed_at_rest() {
     let ann = s.add_user("ann", false);
     let (_, token) = s.add_device("laptop", Some("ann"));
     // Checkpoint the WAL so everything is in the main file, then look for the secrets in both.
-    s.app.index.with(|c| Ok(c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")?)).unwrap();
+    rusqlite::Connection::open(s.app.layout.index()).unwrap().execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
     let mut bytes = std::fs::read(s.app.layout.index()).unwrap();
     bytes.extend(std::fs::read(s.app.layout.index().with_extension("sqlite3-wal")).unwrap_or_default());
     for secret in [&ann.token, &ann.password, &token] {

@@ -10,9 +10,9 @@ use rand::Rng;
 use screentape::app::App;
 use screentape::clock::{Clock, ManualClock, SystemClock};
 use screentape::config::Config;
-use screentape::ingest::png::encode_rgb;
+use screentape::media::png::encode_rgb;
 use screentape::media::{ffmpeg, psnr_rgb};
-use screentape::synth::screenshot;
+use crate::synth::screenshot;
 use sha2::{Digest, Sha256};
 
 const BIN: &str = env!("CARGO_BIN_EXE_screentape");
@@ -135,11 +135,11 @@ fn kill_9_under_load_loses_no_acknowledged_frame() {
     // And they decode to their originals.
     let mut scores: Vec<(f64, i64)> = Vec::new();
     for seg in app.index.all_segments().unwrap() {
-        let init = std::fs::read(app.layout.resolve(&app.index.init(seg.init_id).unwrap().unwrap().file)).unwrap();
-        let media = std::fs::read(app.layout.resolve(&seg.file)).unwrap();
+        let init = app.store.get(&app.index.init(seg.init_id).unwrap().unwrap().file).unwrap().unwrap();
+        let media = app.store.get(&seg.file).unwrap().unwrap();
         for (pts, yuv) in ffmpeg::decode_segment(&init, &media).unwrap() {
             if let Some(png) = acked.get(&pts) {
-                let original = screentape::ingest::png::decode_rgb(png, 8192).unwrap();
+                let original = screentape::media::png::decode_rgb(png, 8192).unwrap();
                 scores.push((psnr_rgb(&ffmpeg::yuv_to_rgb(&yuv).unwrap(), &original), pts - base));
             }
         }

@@ -1,4 +1,4 @@
-//! Every upload status in API.md, each provoked by a hostile or odd input; and PNG variety accepted.
+//! Every upload status in docs/api.md, each provoked by a hostile or odd input; and PNG variety accepted.
 
 use crate::pngs;
 use crate::support::{shot, Server, T0};
@@ -198,7 +198,7 @@ fn a_full_disk_answers_507_and_recovers_when_space_returns() {
     assert_eq!(s.upload(&token, T0 + 1_000, &png).status(), 201);
     s.advance_and_encode(T0 + 2 * 60_000);
     assert_eq!(s.app.index.frames_between(&device, 0, i64::MAX).unwrap().len(), 2);
-    let report = screentape::check::check(&s.app.layout, &s.app.index, false).unwrap();
+    let report = screentape::check::check(s.app.store.as_ref(), s.app.index.as_ref(), false).unwrap();
     assert!(report.is_consistent(), "{report:?}");
     drop(s);
     eprintln!("faults: disk full: 507 on a full 3 MiB tmpfs, stored frame intact, index consistent, uploads work again");
@@ -237,7 +237,7 @@ fn hostile_and_odd_uploads_answer_as_documented_while_other_devices_upload() {
             let client = reqwest::blocking::Client::new();
             let mut n = 0i64;
             while !stop.load(std::sync::atomic::Ordering::SeqCst) && n < 200 {
-                let png = screentape::ingest::png::encode_rgb(&screentape::synth::screenshot(64, 48, T0 + n * 100, n as u64, 9));
+                let png = screentape::media::png::encode_rgb(&crate::synth::screenshot(64, 48, T0 + n * 100, n as u64, 9));
                 let r = client
                     .post(&url)
                     .bearer_auth(&tok)

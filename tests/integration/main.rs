@@ -1,10 +1,21 @@
 //! The one integration-test binary: real server, real SQLite, real ffmpeg, real HTTP.
 
+// The synthetic screenshots and the corpus loader of the benchmark live in the binary
+// (src/cli/); the tests compile the same files. They name pictures and times as
+// `crate::media` / `crate::clock`, which these imports provide.
+use screentape::{clock, media};
+#[path = "../../src/cli/synth.rs"]
+mod synth;
+#[allow(dead_code)] // the tests use the loader, not the synthetic corpus
+#[path = "../../src/cli/corpus.rs"]
+mod corpus;
+
 mod support;
 mod pngs;
 mod pipeline;
 mod errors;
 mod access;
 mod crash;
+mod robustness;
 mod browser;
 mod player;

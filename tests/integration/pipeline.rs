@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use m3u8_rs::{MediaPlaylist, Playlist};
-use screentape::ingest::png::RgbImage;
+use screentape::media::png::RgbImage;
 use screentape::media::{ffmpeg, mp4, psnr_rgb};
 
 use crate::support::{shot, Server, Viewer, T0};
@@ -147,7 +147,7 @@ fn captures_become_exact_frames_on_an_absolute_timeline() {
     let r = s.get(&v.token, &format!("/api/v1/devices/{device}/frame.png?t={}", T0 + 15_000)).send().unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-frame-time"], (T0 + 10_250).to_string());
-    let png = screentape::ingest::png::decode_rgb(&r.bytes().unwrap(), 8192).unwrap();
+    let png = screentape::media::png::decode_rgb(&r.bytes().unwrap(), 8192).unwrap();
     assert!(psnr_rgb(&png, &originals[&(T0 + 10_250)]) >= 45.0);
     let r = s.get(&v.token, &format!("/api/v1/devices/{device}/frame.png?t={}", T0 + 2 * MIN + 5)).send().unwrap();
     assert_eq!(r.status(), 404, "no frame inside a gap");
@@ -206,7 +206,7 @@ fn late_frame_re_encodes_its_minute_under_a_new_uri(keep_originals: std::time::D
     // The replaced segment is gone from disk and from the index.
     let old = s.get(&v.token, &format!("/api/v1/devices/{device}/{}", before[0].uri)).send().unwrap();
     assert_eq!(old.status(), 404);
-    let report = screentape::check::check(&s.app.layout, &s.app.index, false).unwrap();
+    let report = screentape::check::check(s.app.store.as_ref(), s.app.index.as_ref(), false).unwrap();
     assert!(report.is_consistent(), "{report:?}");
 }
 
@@ -256,8 +256,8 @@ fn retention_deletes_rows_then_files_by_the_injected_clock() {
     assert!(sweep.files_removed >= 1);
     let left = fetch_all(&s, &v, &device);
     assert_eq!(left.iter().map(|f| f.pdt_ms.unwrap()).collect::<Vec<_>>(), vec![T0 + MIN, T0 + 2 * MIN]);
-    assert!(!s.app.layout.resolve(&files_before[0].file).exists(), "the expired file is unlinked");
-    assert!(s.app.layout.resolve(&files_before[1].file).exists());
+    assert!(!s.app.store.exists(&files_before[0].file).unwrap(), "the expired file is unlinked");
+    assert!(s.app.store.exists(&files_before[1].file).unwrap());
     // A frame older than the window is refused.
     let (png, _) = shot(320, 200, T0, 0);
     assert_eq!(s.upload(&token, T0 - 1, &png).status(), 422);
@@ -266,7 +266,7 @@ fn retention_deletes_rows_then_files_by_the_injected_clock() {
     s.app.retention_sweep().unwrap();
     assert!(s.app.index.all_segments().unwrap().is_empty());
     assert!(s.app.index.all_inits().unwrap().is_empty());
-    let report = screentape::check::check(&s.app.layout, &s.app.index, false).unwrap();
+    let report = screentape::check::check(s.app.store.as_ref(), s.app.index.as_ref(), false).unwrap();
     assert!(report.is_consistent() && report.segments == 0, "{report:?}");
 }
 
@@ -314,7 +314,7 @@ fn a_byte_budget_deletes_the_oldest_footage_first() {
     let mut config = s.app.config.clone();
     config.max_bytes = budget;
     config.keep_originals = std::time::Duration::ZERO;
-    screentape::retention::Retention::new(&config, s.app.clock.clone(), s.app.layout.clone(), s.app.index.clone(), s.app.metrics.clone())
+    s.app.retention_for(&config)
         .sweep()
         .unwrap();
     let left: Vec<i64> = s.app.index.all_segments().unwrap().iter().map(|x| x.start_ms - T0).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
@@ -322,7 +322,7 @@ fn a_byte_budget_deletes_the_oldest_footage_first() {
     let stored: i64 = s.app.index.all_segments().unwrap().iter().map(|x| x.bytes).sum::<i64>()
         + s.app.index.all_inits().unwrap().iter().map(|i| i.bytes).sum::<i64>();
     assert!(stored as u64 <= budget);
-    assert!(screentape::check::check(&s.app.layout, &s.app.index, false).unwrap().is_consistent());
+    assert!(screentape::check::check(s.app.store.as_ref(), s.app.index.as_ref(), false).unwrap().is_consistent());
     // What remains still plays.
     assert!(!fetch_all(&s, &v, &a).is_empty());
 }
@@ -508,14 +508,14 @@ fn compaction_rewrites_old_minutes_into_long_segments_with_exact_frames() {
     let (m2, m7, m7_again) = (thumb(T0 + 2 * MIN + 30_000), thumb(T0 + 7 * MIN + 5_000), thumb(T0 + 7 * MIN + 59_000));
     assert_ne!(m2, m7, "two minutes of one compacted segment have their own previews");
     assert_eq!(m7, m7_again, "one preview per minute");
-    let shown = screentape::ingest::png::decode_rgb(&m7, 1000).unwrap();
+    let shown = screentape::media::png::decode_rgb(&m7, 1000).unwrap();
     assert_eq!(shown.width, 240, "a 240-px preview");
     // The replaced one-minute segments are gone; the compacted blocks' originals are released.
     s.clock.set_ms(T0 + 32 * MIN);
     s.app.retention_sweep().unwrap();
-    let spool = screentape::ingest::spool_captures(&s.app.layout, &device).unwrap();
+    let spool = screentape::ingest::spool_captures(s.app.store.as_ref(), &device).unwrap();
     assert!(spool.iter().all(|c| *c >= T0 + 20 * MIN), "originals of compacted blocks released: {:?}", spool.iter().next());
-    let report = screentape::check::check(&s.app.layout, &s.app.index, false).unwrap();
+    let report = screentape::check::check(s.app.store.as_ref(), s.app.index.as_ref(), false).unwrap();
     assert!(report.is_consistent(), "{report:?}");
 
     // A late frame into the first block: the block is encoded again, under a new URI.
@@ -581,10 +581,10 @@ fn the_420_variant_is_transcoded_on_demand_cached_and_swept() {
     assert_eq!(pts, want, "the same presentation times as the 4:4:4 segments");
     assert!(worst >= 28.0, "4:2:0 halves colour detail but keeps the picture: worst {worst:.1} dB");
     eprintln!("4:2:0 variant: worst capture {worst:.1} dB");
-    let cached = std::fs::read_dir(s.app.layout.variant_dir()).unwrap().count();
+    let cached = s.app.store.list(screentape::layout::VARIANT_PREFIX).unwrap().len();
     assert_eq!(cached, 3 + 1, "three segments and one init cached");
     // Retention takes the transcodes with their segments.
     s.clock.set_ms(T0 + 3 * MIN + 3_600_000);
     s.app.retention_sweep().unwrap();
-    assert_eq!(std::fs::read_dir(s.app.layout.variant_dir()).unwrap().count(), 0, "no footage outlives the window in the cache");
+    assert_eq!(s.app.store.list(screentape::layout::VARIANT_PREFIX).unwrap().len(), 0, "no footage outlives the window in the cache");
 }

@@ -3,8 +3,8 @@
 
 use serde_json::{json, Value};
 
-use screentape::ingest::png::encode_rgb;
-use screentape::synth::{fill_rect, screenshot};
+use screentape::media::png::encode_rgb;
+use crate::synth::{fill_rect, screenshot};
 
 use crate::browser::Browser;
 use crate::support::{Server, Viewer, T0};
@@ -30,11 +30,11 @@ fn footage(s: &Server, token_device: &str) -> Vec<i64> {
     // scripts/bench-player --corpus DIR: real screenshots (cycled) instead of small synthetic ones,
     // to time seeks into full-size compacted segments.
     let corpus: Vec<Vec<u8>> = std::env::var("SCREENTAPE_PLAYER_CORPUS")
-        .map(|dir| screentape::bench::load_dir(std::path::Path::new(&dir)).expect("corpus").into_iter().map(|f| f.png).collect())
+        .map(|dir| crate::corpus::load_dir(std::path::Path::new(&dir)).expect("corpus").into_iter().map(|f| f.png).collect())
         .unwrap_or_default();
     for (i, t) in captures.iter().enumerate() {
         let mut img = match corpus.get(i % corpus.len().max(1)) {
-            Some(png) => screentape::ingest::png::decode_rgb(png, 16384).expect("corpus png"),
+            Some(png) => screentape::media::png::decode_rgb(png, 16384).expect("corpus png"),
             None => screenshot(320, 180, *t, i as u64, 4),
         };
         mark(&mut img, i);
@@ -45,7 +45,7 @@ fn footage(s: &Server, token_device: &str) -> Vec<i64> {
 }
 
 /// Paints `i` as a row of black and white blocks at the top left.
-fn mark(img: &mut screentape::ingest::png::RgbImage, i: usize) {
+fn mark(img: &mut screentape::media::png::RgbImage, i: usize) {
     for bit in 0..MARKER_BITS {
         let on = (i >> bit) & 1 == 1;
         fill_rect(img, bit as i64 * BLOCK, 0, BLOCK, BLOCK, if on { [255, 255, 255] } else { [0, 0, 0] });

@@ -7,8 +7,8 @@ use screentape::app::{self, App};
 use screentape::auth;
 use screentape::clock::ManualClock;
 use screentape::config::Config;
-use screentape::ingest::png::{encode_rgb, RgbImage};
-use screentape::synth::screenshot;
+use screentape::media::png::{encode_rgb, RgbImage};
+use crate::synth::screenshot;
 
 /// 2025-11-26T10:00:00Z: a fixed "now" for the manual clock, on a minute boundary.
 pub const T0: i64 = 1_764_151_200_000;

@@ -3,7 +3,7 @@
 use font8x8::UnicodeFonts;
 
 use crate::clock::format_rfc3339_ms;
-use crate::ingest::png::RgbImage;
+use crate::media::png::RgbImage;
 
 /// Draws `text` with the 8×8 bitmap font (1-pixel strokes) at (x, y), scaled by `scale`.
 pub fn draw_text(img: &mut RgbImage, x: i64, y: i64, text: &str, rgb: [u8; 3], scale: i64) {

@@ -16,7 +16,7 @@ pub enum Created {
 /// Uses a hard link from a temp file so concurrent writers of the same name never clobber.
 pub fn write_new_durably(tmp_dir: &Path, path: &Path, bytes: &[u8]) -> io::Result<Created> {
     let dir = path.parent().ok_or_else(|| io::Error::other("path has no parent"))?;
-    fs::create_dir_all(dir)?;
+    create_dir_durably(dir)?;
     let tmp = tempfile::Builder::new().prefix("w").tempfile_in(tmp_dir)?;
     write_and_sync(tmp.as_file(), bytes)?;
     let outcome = match fs::hard_link(tmp.path(), path) {
@@ -31,14 +31,45 @@ pub fn write_new_durably(tmp_dir: &Path, path: &Path, bytes: &[u8]) -> io::Resul
     Ok(outcome)
 }
 
-/// Writes `bytes` to `path`, replacing whatever is there, durably (temp → fsync → rename → fsync dir).
-pub fn write_durably(tmp_dir: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
+/// Writes `bytes` to `path`, replacing whatever is there, whole or not at all (temp → rename),
+/// without fsync: for derived files that can be made again (caches).
+pub fn write_replacing(tmp_dir: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path.parent().ok_or_else(|| io::Error::other("path has no parent"))?;
     fs::create_dir_all(dir)?;
-    let tmp = tempfile::Builder::new().prefix("w").tempfile_in(tmp_dir)?;
-    write_and_sync(tmp.as_file(), bytes)?;
+    let mut tmp = tempfile::Builder::new().prefix("c").tempfile_in(tmp_dir)?;
+    tmp.write_all(bytes)?;
     tmp.persist(path).map_err(|e| e.error)?;
-    fsync_dir(dir)
+    Ok(())
+}
+
+/// Creates `dir` and any missing parents, fsyncing the parent of each directory it creates, so
+/// that a file fsynced inside a new directory cannot vanish with that directory after a crash.
+pub fn create_dir_durably(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    // The missing directories, deepest first.
+    let mut missing = Vec::new();
+    let mut at = Some(dir);
+    while let Some(d) = at {
+        if d.as_os_str().is_empty() || d.is_dir() {
+            break;
+        }
+        missing.push(d);
+        at = d.parent();
+    }
+    for d in missing.into_iter().rev() {
+        match fs::create_dir(d) {
+            Ok(()) => {}
+            // Another writer made it meanwhile; its parent fsync is that writer's (or ours below).
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        if let Some(parent) = d.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fsync_dir(parent)?;
+        }
+    }
+    Ok(())
 }
 
 fn write_and_sync(mut file: &File, bytes: &[u8]) -> io::Result<()> {
@@ -78,7 +109,10 @@ mod tests {
         assert_eq!(write_new_durably(&tmp, &p, b"two").unwrap(), Created::AlreadyExists);
         assert_eq!(fs::read(&p).unwrap(), b"one");
         assert_eq!(fs::read_dir(&tmp).unwrap().count(), 0, "temp files are cleaned up");
-        write_durably(&tmp, &p, b"three").unwrap();
+        write_replacing(&tmp, &p, b"three").unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"three");
+        create_dir_durably(&dir.path().join("x/y/z")).unwrap();
+        assert!(dir.path().join("x/y/z").is_dir());
+        create_dir_durably(&dir.path().join("x/y/z")).unwrap();
     }
 }

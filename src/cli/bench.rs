@@ -1,69 +1,25 @@
-//! Benchmarks of the real pipeline: storage and quality per codec profile, and upload latency under load.
+//! Benchmarks of the real pipeline (`screentape bench`): storage and quality per codec profile,
+//! corpus statistics, and upload latency under load. Part of the binary, not of the server library.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::app::App;
-use crate::auth;
-use crate::clock::{ManualClock, MINUTE_MS};
-use crate::config::{CompactConfig, Config, EncoderConfig};
-use crate::ingest::png::{decode_rgb, encode_rgb};
-use crate::media::{ffmpeg, psnr_rgb, ssim_rgb};
-use crate::synth::screenshot;
+use screentape::app::App;
+use screentape::auth;
+use screentape::clock::{ManualClock, MINUTE_MS};
+use screentape::config::{CompactConfig, Config, EncoderConfig};
+use screentape::media::png::decode_rgb;
+use screentape::media::{ffmpeg, psnr_rgb, ssim_rgb};
 
-/// One screenshot of a corpus.
-pub struct CorpusFrame {
-    pub capture_ms: i64,
-    pub png: Vec<u8>,
-}
+use super::corpus::{load_dir, synthetic, CorpusFrame};
 
-/// Loads `*.png` from `dir` in name order. Capture times come from `manifest.tsv` (`name<TAB>capture_ms`)
-/// when present, else one every 10 s.
-pub fn load_dir(dir: &Path) -> std::io::Result<Vec<CorpusFrame>> {
-    let manifest: BTreeMap<String, i64> = std::fs::read_to_string(dir.join("manifest.tsv"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let (name, t) = l.split_once('\t')?;
-            Some((name.to_string(), t.trim().parse().ok()?))
-        })
-        .collect();
-    let mut names: Vec<String> = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.ends_with(".png"))
-        .collect();
-    names.sort();
-    let start = 1_764_151_200_000i64;
-    names
-        .iter()
-        .enumerate()
-        .map(|(i, n)| {
-            Ok(CorpusFrame {
-                capture_ms: manifest.get(n).copied().unwrap_or(start + i as i64 * 10_000),
-                png: std::fs::read(dir.join(n))?,
-            })
-        })
-        .collect()
-}
 
-/// `n` synthetic screenshots at `width`×`height`, one every 10 s, with idle stretches
-/// (identical frames) and scrolling text.
-pub fn synthetic(width: u32, height: u32, n: usize) -> Vec<CorpusFrame> {
-    let start = 1_764_151_200_000i64;
-    let mut step = 0u64;
-    (0..n)
-        .map(|i| {
-            // Every 6th frame repeats the previous picture (idle); the clock still ticks otherwise.
-            if i % 6 != 5 {
-                step += 1;
-            }
-            let t = start + i as i64 * 10_000;
-            CorpusFrame { capture_ms: t, png: encode_rgb(&screenshot(width, height, start + step as i64 * 10_000, step, 2)) }
-        })
-        .collect()
-}
+
+use anyhow::Context;
+use clap::Subcommand;
+
 
 /// A codec profile to compare: the one-minute (hot) settings and the compaction (cold) tier.
 #[derive(Debug, Clone)]
@@ -201,7 +157,7 @@ pub fn run_pipeline(corpus: &[CorpusFrame], profile: &Profile) -> Result<Pipelin
     clock.set_ms(last + 2 * MINUTE_MS);
     app.run_due_now();
     let cpu2 = process_cpu_seconds();
-    let stored = |app: &App| -> Result<u64, crate::index::IndexError> {
+    let stored = |app: &App| -> Result<u64, screentape::index::IndexError> {
         Ok(app.index.all_segments()?.iter().map(|s| s.bytes as u64).sum::<u64>()
             + app.index.all_inits()?.iter().map(|i| i.bytes as u64).sum::<u64>())
     };
@@ -226,23 +182,15 @@ pub fn run_pipeline(corpus: &[CorpusFrame], profile: &Profile) -> Result<Pipelin
     let (mut sum, mut n, mut min, mut worst) = (0.0, 0usize, f64::INFINITY, 0i64);
     let (mut ssim_sum, mut ssim_min) = (0.0, f64::INFINITY);
     for seg in &segments {
-        let init = std::fs::read(app.layout.resolve(&app.index.init(seg.init_id)?.ok_or("init")?.file))?;
-        let media = std::fs::read(app.layout.resolve(&seg.file))?;
-        // A segment's frames are its carry (if any), then its captures in order; the first capture
-        // may be presented earlier than its capture time (from the minute's start).
-        let captures: Vec<i64> = app
-            .index
-            .frames_between(&device, seg.start_ms, seg.end_ms)?
-            .into_iter()
-            .filter(|f| f.segment_id == seg.id)
-            .map(|f| f.capture_ms)
-            .collect();
+        let init = app.store.get(&app.index.init(seg.init_id)?.ok_or("init")?.file)?.ok_or("init blob")?;
+        let media = app.store.get(&seg.file)?.ok_or("segment blob")?;
+        let captures = app.index.captures_of_segment(seg.id)?;
+        let times = seg.frame_times(captures.iter().map(|f| f.capture_ms));
         let decoded = ffmpeg::decode_segment(&init, &media)?;
-        let skip = usize::from(seg.carry_ms.is_some());
-        if decoded.len() != captures.len() + skip {
+        if decoded.len() != times.len() {
             return Err(format!("segment {} holds {} frames for {} captures", seg.id, decoded.len(), captures.len()).into());
         }
-        for (pts, (_, yuv)) in captures.into_iter().zip(decoded.into_iter().skip(skip)) {
+        for (pts, (_, yuv)) in times.iter().zip(decoded).filter_map(|(t, d)| Some((t.capture_ms?, d))) {
             if let Some(orig) = originals.get(&pts) {
                 let (decoded, original) = (ffmpeg::yuv_to_rgb(&yuv)?, decode_rgb(&orig.png, 16384)?);
                 let p = psnr_rgb(&decoded, &original).min(99.0);
@@ -302,7 +250,7 @@ pub struct CorpusStats {
 }
 
 pub fn corpus_stats(corpus: &[CorpusFrame]) -> Result<CorpusStats, Box<dyn std::error::Error>> {
-    let mut prev: Option<crate::ingest::png::RgbImage> = None;
+    let mut prev: Option<screentape::media::png::RgbImage> = None;
     let (mut identical, mut near, mut changed, mut shares) = (0, 0, 0, Vec::new());
     let (mut width, mut height) = (0, 0);
     for f in corpus {
@@ -371,10 +319,10 @@ pub fn run_load(
 ) -> Result<LoadReport, Box<dyn std::error::Error>> {
     use std::io::BufRead;
     let dir = tempfile::tempdir()?;
-    let now = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
+    let now = screentape::clock::Clock::now_ms(&screentape::clock::SystemClock);
     let mut tokens = Vec::new();
     {
-        let index = crate::index::Index::open(&crate::layout::Layout::new(dir.path()).index())?;
+        let index = screentape::index::open_sqlite(&screentape::layout::Layout::new(dir.path()).index())?;
         for i in 0..devices {
             let (token, hash) = auth::new_token(auth::DEVICE_TOKEN_PREFIX);
             index.create_device(&auth::new_device_id(), &format!("dev{i}"), None, &hash, now)?;
@@ -411,7 +359,7 @@ pub fn run_load(
                 for r in 0..rounds {
                     let png = &pngs[(d * 7 + r) % pngs.len()];
                     // Like a real agent: the capture time is the time of sending.
-                    let capture = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
+                    let capture = screentape::clock::Clock::now_ms(&screentape::clock::SystemClock);
                     let t0 = Instant::now();
                     let ok = match stream.as_mut() {
                         Some(s) => post(s, addr, &token, capture, png).await,
@@ -437,7 +385,7 @@ pub fn run_load(
     let metrics = rt.block_on(scrape_metrics(addr, dir.path())).unwrap_or_default();
     let metric = |name: &str| metrics.lines().find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok()).unwrap_or(0.0);
     let backlog_frames = metric("screentape_pending_frames ") as usize;
-    let encoder_busy = (metric("screentape_encode_seconds_total ") + metric("screentape_compact_seconds_total ")) / (wall_s * base.encoder.workers as f64);
+    let encoder_busy = (metric("screentape_encode_seconds_sum ") + metric("screentape_compact_seconds_sum ")) / (wall_s * base.encoder.workers as f64);
     let frames_encoded = metric("screentape_frames_encoded_total ") as u64;
     let _ = server.kill();
     let _ = server.wait();
@@ -496,7 +444,7 @@ async fn post(stream: &mut tokio::net::TcpStream, addr: std::net::SocketAddr, to
 async fn scrape_metrics(addr: std::net::SocketAddr, data_dir: &Path) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (token, hash) = auth::new_token(auth::VIEWER_TOKEN_PREFIX);
-    let index = crate::index::Index::open(&crate::layout::Layout::new(data_dir).index()).ok()?;
+    let index = screentape::index::open_sqlite(&screentape::layout::Layout::new(data_dir).index()).ok()?;
     index.create_user(&format!("bench-{}", auth::new_device_id()), true, &hash, "-", 0).ok()?;
     let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
     let req = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n");
@@ -505,3 +453,176 @@ async fn scrape_metrics(addr: std::net::SocketAddr, data_dir: &Path) -> Option<S
     stream.read_to_string(&mut out).await.ok()?;
     Some(out)
 }
+
+// ---- the command line of `screentape bench` ----
+
+#[derive(Subcommand)]
+pub enum BenchWhat {
+    /// How alike consecutive screenshots of a corpus directory are
+    Corpus {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Storage, quality and CPU per codec profile on a corpus
+    Pipeline {
+        /// Directory of PNG screenshots (with an optional manifest.tsv of capture times)
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Generate a synthetic corpus of this size instead, e.g. 1920x1080
+        #[arg(long, default_value = "1920x1080")]
+        size: String,
+        /// Frames of the synthetic corpus
+        #[arg(long, default_value_t = 60)]
+        frames: usize,
+        /// Profiles to compare: `key=value,...` (crf, preset, params; span, after, max_frames,
+        /// ccrf, cpreset, cparams for compaction) or `crf:preset[:x264-params]`; default: the configured one
+        #[arg(long)]
+        profile: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Upload latency and server memory under many devices on loopback
+    Load {
+        #[arg(long, default_value_t = 200)]
+        devices: usize,
+        #[arg(long, default_value_t = 6)]
+        rounds: usize,
+        /// Uploads per second, all devices together (200 devices every 10 s = 20)
+        #[arg(long, default_value_t = 20.0)]
+        rate: f64,
+        #[arg(long, default_value = "1920x1080")]
+        size: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_size(size: &str) -> anyhow::Result<(u32, u32)> {
+    let (w, h) = size.split_once('x').context("size is WIDTHxHEIGHT")?;
+    Ok((w.parse()?, h.parse()?))
+}
+
+fn print_pipeline(corpus: &[CorpusFrame], dir: &Option<PathBuf>, size: &str, reports: &[PipelineReport]) {
+    println!(
+        "corpus: {} frames, {} bytes of PNG ({})",
+        corpus.len(),
+        corpus.iter().map(|f| f.png.len()).sum::<usize>(),
+        dir.as_ref().map_or(format!("synthetic {size}"), |d| d.display().to_string())
+    );
+    for r in reports {
+        println!("{}", r.profile);
+        println!(
+            "    stored {:>11} B  ratio {:>5.2}x (1-min {:>5.2}x)  PSNR mean {:>5.2} min {:>5.2} dB (worst at {})  SSIM mean {:.4} min {:.4}  checked {}/{}  max frames/segment {}",
+            r.stored_bytes, r.ratio, r.hot_ratio, r.psnr_mean_db, r.psnr_min_db, r.worst_capture_ms, r.ssim_mean, r.ssim_min, r.frames_checked, r.frames, r.max_segment_frames
+        );
+        println!(
+            "    CPU s/frame: ingest {:.4} encode {:.4} compact {:.4} total {:.4}  peak RSS {:.0} MiB",
+            r.ingest_cpu_s_per_frame, r.encode_cpu_s_per_frame, r.compact_cpu_s_per_frame, r.pipeline_cpu_s_per_frame, r.peak_rss_mib
+        );
+    }
+}
+
+/// `screentape bench …`
+pub fn command(config: Config, what: BenchWhat) -> anyhow::Result<()> {
+    match what {
+        BenchWhat::Pipeline { dir, size, frames, profile, json } => {
+            let load = || -> anyhow::Result<Vec<CorpusFrame>> {
+                Ok(match &dir {
+                    Some(d) => load_dir(d).with_context(|| format!("reading {}", d.display()))?,
+                    None => {
+                        let (w, h) = parse_size(&size)?;
+                        synthetic(w, h, frames)
+                    }
+                })
+            };
+            let specs = if profile.is_empty() {
+                vec![format!(
+                    "crf={},preset={},params={},span={},after={},max_frames={},ccodec={},ccrf={},cpreset={},cparams={}",
+                    config.encoder.crf,
+                    config.encoder.preset,
+                    config.encoder.x264_params,
+                    if config.compact.enabled() { humantime::format_duration(config.compact.span).to_string() } else { "0".into() },
+                    humantime::format_duration(config.compact.after),
+                    config.compact.max_frames,
+                    config.compact.codec,
+                    config.compact.crf,
+                    config.compact.preset,
+                    config.compact.x264_params
+                )]
+            } else {
+                profile
+            };
+            let profiles = specs
+                .iter()
+                .map(|s| Profile::parse(s, &config).map_err(|e| anyhow::anyhow!("{e}")))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            if profiles.len() == 1 {
+                // One profile: run it here (its peak memory is this process's).
+                let corpus = load()?;
+                let r = run_pipeline(&corpus, &profiles[0]).map_err(|e| anyhow::anyhow!("{e}"))?;
+                if json {
+                    println!("{}", serde_json::to_string(&r)?);
+                } else {
+                    print_pipeline(&corpus, &dir, &size, &[r]);
+                }
+                return Ok(());
+            }
+            // Several: each in its own process, so that peak memory is measured per profile.
+            let mut reports = Vec::new();
+            for spec in &specs {
+                let mut cmd = std::process::Command::new(std::env::current_exe()?);
+                cmd.args(["bench", "pipeline", "--json", "--profile", spec]);
+                match &dir {
+                    Some(d) => cmd.arg("--dir").arg(d),
+                    None => cmd.args(["--size", &size, "--frames", &frames.to_string()]),
+                };
+                let out = cmd.stderr(std::process::Stdio::inherit()).output()?;
+                anyhow::ensure!(out.status.success(), "profile {spec} failed");
+                let r: PipelineReport = serde_json::from_slice(&out.stdout).context("child report")?;
+                if json {
+                    println!("{}", serde_json::to_string(&r)?);
+                } else {
+                    eprintln!("done: {spec}");
+                }
+                reports.push(r);
+            }
+            if !json {
+                print_pipeline(&load()?, &dir, &size, &reports);
+            }
+            Ok(())
+        }
+        BenchWhat::Corpus { dir, json } => {
+            let corpus = load_dir(&dir).with_context(|| format!("reading {}", dir.display()))?;
+            let st = corpus_stats(&corpus).map_err(|e| anyhow::anyhow!("{e}"))?;
+            if json {
+                println!("{}", serde_json::to_string(&st)?);
+            } else {
+                let pct = |n: usize| 100.0 * n as f64 / st.pairs.max(1) as f64;
+                println!(
+                    "{} frames {}x{}, mean PNG {:.0} KB; consecutive pairs: {} identical ({:.0} %), {} nearly identical <0.1 % pixels ({:.0} %), {} changed ({:.0} %, median {:.1} % of pixels)",
+                    st.frames, st.width, st.height, st.mean_png_bytes / 1000.0, st.identical, pct(st.identical),
+                    st.nearly_identical, pct(st.nearly_identical), st.changed, pct(st.changed), 100.0 * st.changed_median_share
+                );
+            }
+            Ok(())
+        }
+        BenchWhat::Load { devices, rounds, rate, size, json } => {
+            let (w, h) = parse_size(&size)?;
+            let corpus = synthetic(w, h, 12);
+            let r = run_load(&config, devices, rounds, rate, &corpus).map_err(|e| anyhow::anyhow!("{e}"))?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "{} devices, {} uploads ({} failed) in {:.1} s: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; server peak RSS {:.0} MiB; \
+                     encoders busy {:.0}%, {} frames encoded, {} waiting at the end",
+                    r.devices, r.uploads, r.errors, r.wall_s, r.p50_ms, r.p99_ms, r.max_ms, r.peak_rss_mib, r.encoder_busy * 100.0, r.frames_encoded, r.backlog_frames
+                );
+            }
+            Ok(())
+        }
+    }
+}
+

@@ -1,12 +1,14 @@
-//! The demo device: generated screenshots fed through the real ingest path, so a newcomer sees footage at once.
+//! The demo device (`serve --demo`): generated screenshots fed through the real ingest path, so a
+//! newcomer sees footage at once. Part of the binary, not of the server library.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::app::App;
-use crate::auth;
-use crate::clock::MINUTE_MS;
-use crate::synth::screenshot;
+use screentape::app::App;
+use screentape::auth;
+use screentape::clock::MINUTE_MS;
+
+use super::synth::screenshot;
 
 pub const DEMO_DEVICE_NAME: &str = "demo";
 const STEP_MS: i64 = 10_000;
@@ -27,12 +29,9 @@ pub fn run(app: Arc<App>) {
     while !app.stopping() {
         if t <= app.clock.now_ms() {
             let step = (t / STEP_MS) as u64;
-            let png = crate::ingest::png::encode_rgb(&screenshot(1280, 720, t, step, 1));
+            let png = screentape::media::png::encode_rgb(&screenshot(1280, 720, t, step, 1));
             if let Err(e) = app.ingest.accept(&device_id, t, &png) {
                 tracing::warn!(error = %e, "demo frame refused");
-            }
-            if t + STEP_MS > app.clock.now_ms() {
-                app.scheduler.wake();
             }
             t += STEP_MS;
         } else {
@@ -41,7 +40,7 @@ pub fn run(app: Arc<App>) {
     }
 }
 
-fn ensure_device(app: &App) -> Result<String, crate::index::IndexError> {
+fn ensure_device(app: &App) -> Result<String, screentape::index::IndexError> {
     if let Some(id) = app.index.device_id_by_name(DEMO_DEVICE_NAME)? {
         return Ok(id);
     }

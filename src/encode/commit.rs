@@ -1,0 +1,54 @@
+//! Making an encoded block the served version: store its blobs, replace the block's rows in one
+//! transaction, collect what it replaced, release originals that are now safe.
+
+use super::block::EncodedBlock;
+use super::{EncodeError, Encoder, Outcome};
+use crate::index::{NewSegment, Segment};
+use crate::ingest::{release_spool, Release};
+
+impl Encoder {
+    /// Stores and commits `encoded` as the block `(start_ms, span_ms)` of `device_id`.
+    pub(super) fn commit(&self, device_id: &str, (minute_ms, span_ms): (i64, i64), encoded: EncodedBlock) -> Result<Outcome, EncodeError> {
+        let EncodedBlock { segments, newly_spooled, last_capture_ms, frames_encoded } = encoded;
+        let mut new_segments = Vec::with_capacity(segments.len());
+        for (segment, init, media) in segments {
+            // Inits are keyed by content: an existing one is the same bytes.
+            self.store.put_new(&segment.init_file, &init)?;
+            self.store.put_new(&segment.file, &media)?;
+            new_segments.push(segment);
+        }
+        // Retention may have moved on while this encoded: a segment already past the window is not committed.
+        let expired_before = self.clock.now_ms() - self.retention_ms;
+        let (new_segments, late): (Vec<NewSegment>, Vec<NewSegment>) = new_segments.into_iter().partition(|s| s.end_ms > expired_before);
+        for seg in &late {
+            self.store.delete(&seg.file)?;
+        }
+        // The commit point: from here the block is served from the new segments.
+        let (_, replaced) = self.index.replace_block(device_id, (minute_ms, span_ms), &new_segments, self.clock.now_ms())?;
+        let removed = crate::garbage::collect(self.store.as_ref(), self.index.as_ref(), &replaced);
+        self.metrics.files_expired.inc_by(removed as u64);
+
+        let new_spool_frames = newly_spooled.len();
+        self.pending.done(device_id, newly_spooled);
+        let release = Release::at(self.clock.now_ms(), self.keep_originals_ms);
+        release_spool(self.store.as_ref(), self.index.as_ref(), device_id, release)?;
+        self.recheck_next_block(device_id, minute_ms + span_ms, last_capture_ms)?;
+
+        self.metrics.frames_encoded.inc_by(frames_encoded as u64);
+        self.metrics.segments_written.inc_by(new_segments.len() as u64);
+        self.metrics.segment_bytes_written.inc_by(new_segments.iter().map(|s| s.bytes as u64).sum());
+        Ok(Outcome { segments: new_segments.len(), frames: new_segments.iter().map(|s| s.captures.len()).sum(), new_spool_frames })
+    }
+
+    /// If the block starting at `next` was encoded with a carry that is no longer the latest
+    /// earlier capture (a late frame arrived), queue it for re-encoding.
+    fn recheck_next_block(&self, device_id: &str, next: i64, last_capture_ms: i64) -> Result<(), EncodeError> {
+        let first_next = self.index.segments_between(device_id, next, next + 1)?.into_iter().next();
+        if let Some(Segment { carry_ms: Some(carry_ms), minute_ms: m, .. }) = first_next {
+            if m == next && carry_ms != last_capture_ms {
+                self.pending.add_minute(device_id, next);
+            }
+        }
+        Ok(())
+    }
+}
