@@ -39,8 +39,8 @@ pub struct App {
     pub upload_slots: Arc<tokio::sync::Semaphore>,
     /// Timeline previews by segment id.
     pub thumbs: ThumbCache,
-    /// Failed web logins per user name, for rate limiting.
-    pub login_failures: LoginLimiter,
+    /// Failed web logins per client and user name, for rate limiting; the password-check slots.
+    pub login_failures: crate::http::LoginLimiter,
     /// The 4:2:0 variant, transcoded on demand.
     pub variants: crate::variant::Variants,
     stop: Arc<AtomicBool>,
@@ -119,7 +119,7 @@ impl App {
                 2 * std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
             )),
             thumbs: ThumbCache::default(),
-            login_failures: LoginLimiter::default(),
+            login_failures: crate::http::LoginLimiter::default(),
             variants,
             stop,
             threads: Mutex::new(vec![retention_thread]),
@@ -182,36 +182,6 @@ impl ThumbCache {
     }
 }
 
-/// Failed logins per user name in a sliding window: past the limit, logins for that name
-/// answer 429 until the window has passed, so a password cannot be guessed at Argon2 speed.
-#[derive(Default)]
-pub struct LoginLimiter(Mutex<std::collections::HashMap<String, Vec<i64>>>);
-
-impl LoginLimiter {
-    pub const MAX_FAILURES: usize = 5;
-    pub const WINDOW_MS: i64 = 15 * 60_000;
-
-    pub fn is_blocked(&self, name: &str, now_ms: i64) -> bool {
-        let mut map = self.0.lock().expect("login lock");
-        let failures = map.entry(name.to_string()).or_default();
-        failures.retain(|t| now_ms - t < Self::WINDOW_MS);
-        failures.len() >= Self::MAX_FAILURES
-    }
-
-    pub fn record_failure(&self, name: &str, now_ms: i64) {
-        let mut map = self.0.lock().expect("login lock");
-        // Bounded: forget everything if an attacker sprays names.
-        if map.len() > 100_000 {
-            map.clear();
-        }
-        map.entry(name.to_string()).or_default().push(now_ms);
-    }
-
-    pub fn clear(&self, name: &str) {
-        self.0.lock().expect("login lock").remove(name);
-    }
-}
-
 /// Rebuilds the pending set from the spool directory: every spool file not yet in the index.
 /// Files captured before `expired_before_ms` are past retention: removed, never re-queued.
 fn recover_spool(layout: &Layout, index: &Index, pending: &Pending, expired_before_ms: i64) -> Result<usize, AppError> {
@@ -249,7 +219,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let router = crate::http::router(app.clone());
-    let result = axum::serve(listener, router).with_graceful_shutdown(shutdown).await;
+    // The peer address keys the login throttle.
+    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let result = axum::serve(listener, service).with_graceful_shutdown(shutdown).await;
     let app2 = app.clone();
     let _ = tokio::task::spawn_blocking(move || app2.shutdown()).await;
     result

@@ -3,6 +3,7 @@
 mod error;
 mod files;
 mod player;
+mod security;
 mod session;
 mod upload;
 mod view;
@@ -19,6 +20,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 pub use error::ApiError;
+pub use security::LoginLimiter;
 
 use crate::app::App;
 use crate::auth;
