@@ -59,6 +59,7 @@ pub fn router(app: Arc<App>) -> Router {
             let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
             tracing::info_span!("request", method = %req.method(), route)
         }))
+        .layer(axum::middleware::map_response(security::set_headers))
         .with_state(app)
 }
 

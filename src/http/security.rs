@@ -1,4 +1,4 @@
-//! Login throttling per client and name, and the cap on concurrent password checks.
+//! Login throttling per client and name, the cap on concurrent password checks, and the security headers on every answer.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
@@ -6,6 +6,8 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::http::{header, HeaderName, HeaderValue};
+use axum::response::Response;
 use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -202,6 +204,31 @@ impl<K: Hash + Eq + Copy> Recent<K> {
             self.order.remove(&f.seq);
         }
     }
+}
+
+/// What the embedded player needs and no more: its own scripts, styles and API; hls.js runs its
+/// demuxer in a blob: worker and plays through a MediaSource blob: URL; no inline script or style
+/// (app.js styles through the CSSOM, which CSP allows); no framing by anyone.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; \
+     media-src 'self' blob:; worker-src 'self' blob:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; \
+     form-action 'self'; object-src 'none'";
+
+const SECURITY_HEADERS: [(HeaderName, &str); 4] = [
+    (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+    // For browsers that predate frame-ancestors.
+    (header::X_FRAME_OPTIONS, "DENY"),
+    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    // Player URLs name devices and times; other sites need not learn them.
+    (header::REFERRER_POLICY, "no-referrer"),
+];
+
+/// Middleware (`axum::middleware::map_response`): the security headers on every answer, errors included.
+pub async fn set_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    for (name, value) in SECURITY_HEADERS {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
 }
 
 #[cfg(test)]

@@ -192,3 +192,32 @@ fn spraying_names_from_one_client_meets_a_budget_across_names() {
     assert_eq!(retry_after(&r), 1);
     assert_eq!(login_from(&s, &user, "ann", &ann.password).status(), 200, "other clients do not");
 }
+
+/// Regression (defect 11): no answer carried security headers, so any site could frame the player.
+#[test]
+fn every_answer_carries_the_security_headers() {
+    let s = Server::start();
+    let ann = s.add_user("ann", false);
+    let page = s.client.get(s.url("/")).send().unwrap();
+    let html = page.headers().clone();
+    assert!(page.text().unwrap().contains(r#"<link rel="icon" href="/player/favicon.svg""#), "the player links its icon");
+    let answers = [
+        ("the player page", html),
+        ("an API answer", s.get(&ann.token, "/api/v1/devices").send().unwrap().headers().clone()),
+        ("a 401", s.client.get(s.url("/api/v1/devices")).send().unwrap().headers().clone()),
+        ("a 404", s.client.get(s.url("/no/such/page")).send().unwrap().headers().clone()),
+        ("the icon", s.client.get(s.url("/player/favicon.svg")).send().unwrap().headers().clone()),
+    ];
+    for (what, headers) in &answers {
+        let header = |name: &str| headers.get(name).map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+        let csp = header("content-security-policy");
+        for directive in ["default-src 'self'", "script-src 'self'", "style-src 'self'", "frame-ancestors 'none'", "object-src 'none'", "base-uri 'none'"] {
+            assert!(csp.split(';').any(|d| d.trim() == directive), "{what}: CSP lacks {directive}: {csp:?}");
+        }
+        assert!(!csp.contains("unsafe-"), "{what}: {csp}");
+        assert_eq!(header("x-frame-options"), "DENY", "{what}");
+        assert_eq!(header("x-content-type-options"), "nosniff", "{what}");
+        assert_eq!(header("referrer-policy"), "no-referrer", "{what}");
+    }
+    assert_eq!(answers[4].1["content-type"], "image/svg+xml", "the icon is served, not a 404");
+}
