@@ -631,7 +631,12 @@ function wire() {
       $('login-error').textContent = 'The server cannot be reached.';
       return;
     }
-    if (response.ok) { $('login-error').textContent = ''; start(); } else { $('login-error').textContent = 'Wrong user or password.'; }
+    if (response.ok) { $('login-error').textContent = ''; start(); return; }
+    const wait = response.headers.get('Retry-After');
+    $('login-error').textContent =
+      response.status === 429 ? `Too many failed attempts from here; try again in ${wait || 'a few'} s.` :
+      response.status === 503 ? 'The server is busy; try again shortly.' :
+      'Wrong user or password.';
   });
   const stage = $('stage');
   stage.addEventListener('wheel', (e) => {

@@ -178,8 +178,9 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let router = crate::http::router(app.http.clone());
-    let result = axum::serve(listener, router).with_graceful_shutdown(shutdown).await;
+    // Logins are throttled per client address (http/security.rs), so the router needs the peer.
+    let service = crate::http::router(app.http.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let result = axum::serve(listener, service).with_graceful_shutdown(shutdown).await;
     let app2 = app.clone();
     let _ = tokio::task::spawn_blocking(move || app2.shutdown()).await;
     result

@@ -4,8 +4,8 @@
 
 mod error;
 mod files;
-mod login_limit;
 mod player;
+mod security;
 mod session;
 mod upload;
 mod view;
@@ -24,7 +24,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 pub use error::ApiError;
-pub use login_limit::LoginLimiter;
+pub use security::LoginLimiter;
 
 use crate::auth;
 use crate::clock::SharedClock;
@@ -50,7 +50,7 @@ pub struct Http {
     pub upload_slots: Arc<tokio::sync::Semaphore>,
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
-    /// Failed web logins, for rate limiting.
+    /// Failed web logins per client and user name, for rate limiting; the password-check slots.
     pub login_failures: LoginLimiter,
 }
 
@@ -88,6 +88,8 @@ pub fn router(state: AppState) -> Router {
             let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
             tracing::info_span!("request", method = %req.method(), route)
         }))
+        // Outermost, so that every answer carries them, timeouts and errors included.
+        .layer(axum::middleware::map_response(security::set_headers))
         .with_state(state)
 }
 

@@ -110,24 +110,114 @@ fn secrets_are_hashed_at_rest() {
     }
 }
 
+/// A client whose connections come from `ip` (all of 127.0.0.0/8 is loopback on Linux).
+fn client_from(ip: [u8; 4]) -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .local_address(std::net::IpAddr::from(ip))
+        .timeout(std::time::Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+fn login_from(s: &Server, client: &reqwest::blocking::Client, user: &str, password: &str) -> reqwest::blocking::Response {
+    client
+        .post(s.url("/api/v1/login"))
+        .header("content-type", "application/json")
+        .body(serde_json::json!({ "user": user, "password": password }).to_string())
+        .send()
+        .unwrap()
+}
+
+fn retry_after(r: &reqwest::blocking::Response) -> i64 {
+    r.headers().get("retry-after").unwrap_or_else(|| panic!("429 without Retry-After")).to_str().unwrap().parse().unwrap()
+}
+
+/// Regression (defect 10): five wrong passwords for a name from anyone made that name answer 429
+/// for 15 minutes, so anyone could lock a user out.
 #[test]
-fn repeated_wrong_passwords_are_rate_limited_per_user() {
+fn regression_wrong_passwords_from_one_client_do_not_lock_the_user_out() {
     let s = Server::start();
     let ann = s.add_user("ann", false);
-    let login = |password: &str| {
-        s.client
+    let (attacker, user) = (client_from([127, 0, 0, 2]), client_from([127, 0, 0, 3]));
+    for i in 0..5 {
+        // A forged X-Forwarded-For does not make the attacker someone else.
+        let r = attacker
             .post(s.url("/api/v1/login"))
             .header("content-type", "application/json")
-            .body(serde_json::json!({ "user": "ann", "password": password }).to_string())
+            .header("x-forwarded-for", format!("10.9.8.{i}"))
+            .body(serde_json::json!({ "user": "ann", "password": "guess" }).to_string())
             .send()
-            .unwrap()
-    };
-    for _ in 0..5 {
-        assert_eq!(login("guess").status(), 401);
+            .unwrap();
+        assert_eq!(r.status(), 401);
     }
-    let blocked = login(&ann.password);
-    assert_eq!(blocked.status(), 429, "even the right password waits once the limit is hit");
-    assert!(blocked.headers().contains_key("retry-after"));
-    s.clock.advance_ms(16 * 60_000);
-    assert_eq!(login(&ann.password).status(), 200, "the window passes");
+    let blocked = login_from(&s, &attacker, "ann", &ann.password);
+    assert_eq!(blocked.status(), 429, "the guessing client waits, even with the right password");
+    assert_eq!(login_from(&s, &user, "ann", &ann.password).status(), 200, "ann, from elsewhere, gets in");
+    assert_eq!(retry_after(&blocked), 1, "the wait so far is one second");
+    assert_eq!(login_from(&s, &attacker, "ann", "guess").status(), 429, "ann's login does not end the attacker's wait");
+
+    // Each further failure doubles the attacker's wait; the clock is moved, not slept on.
+    let mut waits = Vec::new();
+    for _ in 0..5 {
+        let r = login_from(&s, &attacker, "ann", "guess");
+        assert_eq!(r.status(), 429);
+        let wait = retry_after(&r);
+        waits.push(wait);
+        s.clock.advance_ms(wait * 1000 - 1);
+        assert_eq!(login_from(&s, &attacker, "ann", "guess").status(), 429, "not before Retry-After");
+        s.clock.advance_ms(1);
+        assert_eq!(login_from(&s, &attacker, "ann", "guess").status(), 401, "a guess once the wait is over");
+    }
+    assert_eq!(waits, vec![1, 2, 4, 8, 16]);
+    assert_eq!(login_from(&s, &user, "ann", &ann.password).status(), 200, "ann still gets in");
+    // The attacker's own address, for another name, is not held.
+    let _bob = s.add_user("bob", false);
+    assert_eq!(login_from(&s, &attacker, "bob", "guess").status(), 401);
+    // An hour of quiet and the attacker starts over (and so would ann on a shared address).
+    s.clock.advance_ms(61 * 60_000);
+    assert_eq!(login_from(&s, &attacker, "ann", &ann.password).status(), 200);
+}
+
+#[test]
+fn spraying_names_from_one_client_meets_a_budget_across_names() {
+    let s = Server::start();
+    let ann = s.add_user("ann", false);
+    let (sprayer, user) = (client_from([127, 0, 0, 4]), client_from([127, 0, 0, 5]));
+    // Every name tried fewer times than the per-name limit.
+    for i in 0..30 {
+        assert_eq!(login_from(&s, &sprayer, &format!("user{}", i / 2), "guess").status(), 401, "attempt {i}");
+    }
+    let r = login_from(&s, &sprayer, "ann", &ann.password);
+    assert_eq!(r.status(), 429, "a fresh name from the same client waits too");
+    assert_eq!(retry_after(&r), 1);
+    assert_eq!(login_from(&s, &user, "ann", &ann.password).status(), 200, "other clients do not");
+}
+
+/// Regression (defect 11): no answer carried security headers, so any site could frame the player.
+#[test]
+fn every_answer_carries_the_security_headers() {
+    let s = Server::start();
+    let ann = s.add_user("ann", false);
+    let page = s.client.get(s.url("/")).send().unwrap();
+    let html = page.headers().clone();
+    assert!(page.text().unwrap().contains(r#"<link rel="icon" href="/player/favicon.svg""#), "the player links its icon");
+    let answers = [
+        ("the player page", html),
+        ("an API answer", s.get(&ann.token, "/api/v1/devices").send().unwrap().headers().clone()),
+        ("a 401", s.client.get(s.url("/api/v1/devices")).send().unwrap().headers().clone()),
+        ("a 404", s.client.get(s.url("/no/such/page")).send().unwrap().headers().clone()),
+        ("the icon", s.client.get(s.url("/player/favicon.svg")).send().unwrap().headers().clone()),
+    ];
+    for (what, headers) in &answers {
+        let header = |name: &str| headers.get(name).map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+        let csp = header("content-security-policy");
+        for directive in ["default-src 'self'", "script-src 'self'", "style-src 'self'", "frame-ancestors 'none'", "object-src 'none'", "base-uri 'none'"] {
+            assert!(csp.split(';').any(|d| d.trim() == directive), "{what}: CSP lacks {directive}: {csp:?}");
+        }
+        assert!(!csp.contains("unsafe-"), "{what}: {csp}");
+        assert_eq!(header("x-frame-options"), "DENY", "{what}");
+        assert_eq!(header("x-content-type-options"), "nosniff", "{what}");
+        assert_eq!(header("referrer-policy"), "no-referrer", "{what}");
+    }
+    assert_eq!(answers[4].1["content-type"], "image/svg+xml", "the icon is served, not a 404");
 }

@@ -48,13 +48,28 @@ impl Browser {
                          "--no-first-run", "--disable-quic", "--window-size=1280,860",
                          "--autoplay-policy=no-user-gesture-required",
                          format!("--user-data-dir={}", profile.display())]
-            }
+            },
+            "goog:loggingPrefs": { "browser": "ALL" }
         }}});
         let r: Value = client.post(format!("{base}/session")).json(&caps).send().unwrap().json().unwrap();
         let session = r["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {r}")).to_string();
         let b = Self { driver, base, session, client };
         b.cmd("timeouts", json!({"script": 90_000, "pageLoad": 30_000}));
+        // Before any page script runs, in every document: record Content-Security-Policy
+        // violations where a test can read them, across navigations in this tab.
+        b.cmd("goog/cdp/execute", json!({ "cmd": "Page.addScriptToEvaluateOnNewDocument", "params": { "source": WATCH_CSP } }));
         b
+    }
+
+    /// The CSP violations every page of this origin has reported since the browser started.
+    pub fn csp_violations(&self) -> Value {
+        self.run(&format!("return JSON.parse(sessionStorage.getItem('{CSP_KEY}') || '[]');"), json!({}))
+    }
+
+    /// The browser console's messages since the last call (chromedriver's log).
+    pub fn console(&self) -> Vec<String> {
+        let v = self.cmd("se/log", json!({ "type": "browser" }));
+        v.as_array().map(|a| a.iter().map(|e| format!("{} {}", e["level"].as_str().unwrap_or(""), e["message"].as_str().unwrap_or(""))).collect()).unwrap_or_default()
     }
 
     fn cmd(&self, path: &str, body: Value) -> Value {
@@ -96,6 +111,19 @@ impl Drop for Browser {
         let _ = self.driver.wait();
     }
 }
+
+const CSP_KEY: &str = "screentape-test-csp-violations";
+
+const WATCH_CSP: &str = r#"
+document.addEventListener('securitypolicyviolation', (e) => {
+  try {
+    const key = 'screentape-test-csp-violations';
+    const seen = JSON.parse(sessionStorage.getItem(key) || '[]');
+    seen.push({ directive: e.effectiveDirective, blocked: e.blockedURI, source: e.sourceFile, line: e.lineNumber, sample: e.sample, page: location.href });
+    sessionStorage.setItem(key, JSON.stringify(seen));
+  } catch (_) { /* an opaque origin (about:blank) has no storage */ }
+}, true);
+"#;
 
 /// A tiny base64 decoder (screenshots only), to avoid a dependency for one call.
 mod base64_decode {

@@ -334,6 +334,9 @@ fn player_checks(s: &Server) {
     let live = b.run(&format!("await window.screentape.goLive(); document.getElementById('video').pause(); {READ_MARKER} return n;"), json!({}));
     assert_eq!(live, json!(captures.len() + newer.len() - 1), "Live shows the newest capture though the old playlist lacked it");
 
+    // hls.js (blob: worker, MediaSource blob: URL), the player and all of the above within the policy.
+    assert_eq!(b.csp_violations(), json!([]), "Content-Security-Policy violations in the player");
+
     let pct = |v: &mut Vec<f64>, p: usize| {
         v.sort_by(f64::total_cmp);
         v[(v.len() - 1) * p / 100]
@@ -353,4 +356,34 @@ fn player_checks(s: &Server) {
         seek(captures[500]);
         std::fs::write(path, b.screenshot_png()).unwrap();
     }
+}
+
+/// Regression (defect 11): the page had no Content-Security-Policy, so injected markup could run
+/// script. Now an inline script is refused and reported, and the page itself breaks no rule.
+#[test]
+fn the_player_page_enforces_its_content_security_policy() {
+    let s = Server::start();
+    let b = Browser::start();
+    b.goto(&s.url("/"));
+    let shown = b.run(
+        "for (let i = 0; i < 200 && document.getElementById('login').hidden; i++) await new Promise(r => setTimeout(r, 25));
+         return !document.getElementById('login').hidden;",
+        json!({}),
+    );
+    assert_eq!(shown, json!(true));
+    assert_eq!(b.csp_violations(), json!([]), "the player page breaks no rule of its own policy");
+    let ran = b.run(
+        "const s = document.createElement('script');
+         s.textContent = 'window.injected = true';
+         document.head.appendChild(s);
+         await new Promise(r => setTimeout(r, 100));
+         return window.injected === true;",
+        json!({}),
+    );
+    assert_eq!(ran, json!(false), "an injected inline script does not run");
+    let violations = b.csp_violations();
+    assert_eq!(violations.as_array().map(Vec::len), Some(1), "{violations}");
+    assert_eq!(violations[0]["directive"], "script-src-elem", "{violations}");
+    let console = b.console();
+    assert!(!console.iter().any(|m| m.contains("favicon") || m.contains("status of 404")), "nothing the page asks for is missing: {console:#?}");
 }
