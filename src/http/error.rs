@@ -88,6 +88,17 @@ impl From<crate::variant::VariantError> for ApiError {
     }
 }
 
+impl From<crate::media::mp4::Mp4Error> for ApiError {
+    fn from(e: crate::media::mp4::Mp4Error) -> Self {
+        use crate::media::mp4::Mp4Error;
+        match e {
+            Mp4Error::MixedCodecs { .. } => ApiError::Unprocessable("export_mixed_codecs", e.to_string()),
+            Mp4Error::FormatChange(_) => ApiError::Unprocessable("export_format_change", e.to_string()),
+            Mp4Error::Malformed(_) => ApiError::internal(e),
+        }
+    }
+}
+
 impl From<crate::index::IndexError> for ApiError {
     fn from(e: crate::index::IndexError) -> Self {
         ApiError::internal(e)

@@ -397,15 +397,23 @@ pub async fn export_mp4(
     // make this a clean 404, never a truncated 200.
     let (body, first_ms) = blocking(move || {
         let segments = app2.index.segments_between(&dev, from, to)?;
-        let first = segments.first().ok_or(ApiError::NotFound)?.clone();
-        let mut out = init_file(&app2, &first)?;
-        // One file holds one init: the export stops at a resolution change.
-        for seg in segments.iter().take_while(|s| s.init_id == first.init_id) {
-            let mut media = read_stored(&app2, &seg.file)?;
-            mp4::shift_tfdt(&mut media, first.start_ms as u64).map_err(ApiError::internal)?;
-            out.extend_from_slice(&media);
+        let first_ms = segments.first().ok_or(ApiError::NotFound)?.start_ms;
+        // Every segment, whatever its init (compacted blocks and resolution changes have their
+        // own): the export joins them into one track (mp4::Export), or refuses with a 422.
+        let mut inits: Vec<(i64, Vec<u8>)> = Vec::new();
+        for seg in &segments {
+            if !inits.iter().any(|(id, _)| *id == seg.init_id) {
+                inits.push((seg.init_id, init_file(&app2, seg)?));
+            }
         }
-        Ok((out, first.start_ms))
+        let init_bytes: Vec<&[u8]> = inits.iter().map(|(_, bytes)| bytes.as_slice()).collect();
+        let mut export = mp4::Export::new(&init_bytes, first_ms)?;
+        // One stored segment in memory at a time beside the output.
+        for seg in &segments {
+            let index = inits.iter().position(|(id, _)| *id == seg.init_id).ok_or_else(|| ApiError::internal("init not read"))?;
+            export.push(index, &read_stored(&app2, &seg.file)?)?;
+        }
+        Ok((export.finish()?, first_ms))
     })
     .await?;
     let disposition = format!("attachment; filename=\"screentape-{id}-{first_ms}.mp4\"");
