@@ -601,7 +601,7 @@ mod tests {
     fn export_joins_other_settings_and_sizes_with_in_band_parameter_sets() {
         // A compacted block, then one-minute segments, one of them at another size: three inits.
         let (cold, hot, small) = (settings(true), settings(false), (320, 200));
-        let plan: [(&EncodeSettings, (u32, u32), Vec<i64>, i64); 3] = [
+        let plan = [
             (&cold, small, vec![T0, T0 + 10_000, T0 + 70_000, T0 + 100_000], T0 + 120_000),
             (&hot, small, vec![T0 + 120_000, T0 + 150_000], T0 + 180_000),
             (&hot, (400, 242), vec![T0 + 180_000, T0 + 181_000, T0 + 239_999], T0 + 240_000),
@@ -652,7 +652,7 @@ mod tests {
         let pts: Vec<i64> = decode_segment(init, media).unwrap().iter().map(|f| f.0).collect();
         assert_eq!(pts, vec![0, 25_000, 55_000]);
         assert_eq!(fragments(&file).iter().map(|f| f.1).collect::<Vec<_>>(), vec![0, 55_000]);
-        assert!(matches!(export_fmp4(&parts(&[a.clone()]), T0 + 6_000), Err(Mp4Error::Malformed(_))), "a fragment before the start");
+        assert!(matches!(export_fmp4(&parts(std::slice::from_ref(&a)), T0 + 6_000), Err(Mp4Error::Malformed(_))), "a fragment before the start");
         assert!(matches!(export_fmp4(&parts(&[b, a]), T0), Err(Mp4Error::Malformed(_))), "out of order");
     }
 
