@@ -5,6 +5,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use crate::ingest::IngestError;
+use crate::media::mp4::Mp4Error;
 use crate::media::png::PngError;
 use crate::playback::PlaybackError;
 
@@ -86,7 +87,11 @@ impl From<PlaybackError> for ApiError {
             PlaybackError::BadRequest(code, message) => ApiError::BadRequest(code, message),
             PlaybackError::Unprocessable(code, message) => ApiError::Unprocessable(code, message),
             PlaybackError::Busy => ApiError::Overloaded,
-            e @ (PlaybackError::Index(_) | PlaybackError::Store(_) | PlaybackError::Media(_)) => ApiError::internal(e),
+            PlaybackError::Export(e @ Mp4Error::MixedCodecs { .. }) => ApiError::Unprocessable("export_mixed_codecs", e.to_string()),
+            PlaybackError::Export(e @ Mp4Error::FormatChange(_)) => ApiError::Unprocessable("export_format_change", e.to_string()),
+            e @ (PlaybackError::Export(Mp4Error::Malformed(_)) | PlaybackError::Index(_) | PlaybackError::Store(_) | PlaybackError::Media(_)) => {
+                ApiError::internal(e)
+            }
         }
     }
 }

@@ -14,7 +14,8 @@ pub struct Export {
 }
 
 impl Playback {
-    /// Every segment overlapping `[from_ms, to_ms)` in one file. Everything is read before the
+    /// Every segment overlapping `[from_ms, to_ms)` in one file, every capture at its time
+    /// (docs/api.md, "The export"). Everything is read before the
     /// answer starts: retention running meanwhile can only make this a clean 404, never a
     /// truncated file. Blocking.
     pub fn export(&self, device: &VisibleDevice, from_ms: i64, to_ms: i64) -> Result<Export, PlaybackError> {
@@ -25,14 +26,23 @@ impl Playback {
             return Err(PlaybackError::Unprocessable("range_too_long", "an export covers at most 6 hours".into()));
         }
         let segments = self.index.segments_between(&device.id, from_ms, to_ms)?;
-        let first = segments.first().ok_or(PlaybackError::NotFound)?.clone();
-        let mut out = self.segment_blobs(&first)?.0;
-        // One file holds one init: the export stops at a resolution change.
-        for seg in segments.iter().take_while(|s| s.init_id == first.init_id) {
-            let mut media = self.store.get(&seg.file)?.ok_or(PlaybackError::NotFound)?;
-            mp4::shift_tfdt(&mut media, first.start_ms as u64)?;
-            out.extend_from_slice(&media);
+        let start_ms = segments.first().ok_or(PlaybackError::NotFound)?.start_ms;
+        // Every segment, whatever its init (compacted blocks and resolution changes have their
+        // own): mp4::Export joins them into one track, or refuses with a reason.
+        let mut inits: Vec<(i64, Vec<u8>)> = Vec::new();
+        for seg in &segments {
+            if !inits.iter().any(|(id, _)| *id == seg.init_id) {
+                let init = self.index.init(seg.init_id)?.ok_or(PlaybackError::NotFound)?;
+                inits.push((seg.init_id, self.store.get(&init.file)?.ok_or(PlaybackError::NotFound)?));
+            }
         }
-        Ok(Export { bytes: out, start_ms: first.start_ms })
+        let init_bytes: Vec<&[u8]> = inits.iter().map(|(_, bytes)| bytes.as_slice()).collect();
+        let mut export = mp4::Export::new(&init_bytes, start_ms)?;
+        // One stored segment in memory at a time beside the output.
+        for seg in &segments {
+            let init_index = inits.iter().position(|(id, _)| *id == seg.init_id).ok_or(PlaybackError::NotFound)?;
+            export.push(init_index, &self.store.get(&seg.file)?.ok_or(PlaybackError::NotFound)?)?;
+        }
+        Ok(Export { bytes: export.finish()?, start_ms })
     }
 }

@@ -39,6 +39,9 @@ pub enum PlaybackError {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Media(#[from] crate::media::MediaError),
+    /// Stored segments that one MP4 file cannot join without re-encoding (an export).
+    #[error(transparent)]
+    Export(#[from] crate::media::mp4::Mp4Error),
 }
 
 /// Which rendition of a device's footage.

@@ -588,3 +588,127 @@ fn the_420_variant_is_transcoded_on_demand_cached_and_swept() {
     s.app.retention_sweep().unwrap();
     assert_eq!(s.app.store.list(screentape::layout::VARIANT_PREFIX).unwrap().len(), 0, "no footage outlives the window in the cache");
 }
+
+/// GETs an export and decodes it: (X-Export-Start, frames as (ms from the start, picture)).
+fn export_frames(s: &Server, v: &Viewer, device: &str, from: i64, to: i64) -> (i64, Vec<(i64, RgbImage)>) {
+    let r = s.get(&v.token, &format!("/api/v1/devices/{device}/export.mp4?from={from}&to={to}")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "video/mp4");
+    let start: i64 = r.headers()["x-export-start"].to_str().unwrap().parse().unwrap();
+    let file = r.bytes().unwrap().to_vec();
+    let (init, media) = mp4::split_init(&file).unwrap();
+    let frames = ffmpeg::decode_segment(init, media).unwrap().into_iter().map(|(pts, yuv)| (pts, ffmpeg::yuv_to_rgb(&yuv).unwrap())).collect();
+    (start, frames)
+}
+
+/// Every capture in the export, at its time from the export start, at its own size, ≥ 45 dB.
+fn assert_export_holds(start: i64, frames: &[(i64, RgbImage)], originals: &BTreeMap<i64, RgbImage>) {
+    let pts: Vec<i64> = frames.iter().map(|f| f.0).collect();
+    let want: Vec<i64> = originals.keys().map(|t| t - start).collect();
+    assert_eq!(pts.len(), want.len(), "one frame per capture");
+    assert_eq!(pts, want, "each frame at its capture time − export start");
+    let worst = frames
+        .iter()
+        .zip(originals.values())
+        .map(|((pts, shown), original)| {
+            assert_eq!((shown.width, shown.height), (original.width, original.height), "size of the frame at {pts}");
+            (*pts, psnr_rgb(shown, original))
+        })
+        .fold((0, f64::INFINITY), |w, p| if p.1 < w.1 { p } else { w });
+    assert!(worst.1 >= 45.0, "every frame ≥ 45 dB; worst at {} ms: {:.2} dB", worst.0, worst.1);
+}
+
+/// Compacted blocks and one-minute segments have different x264 settings, so different inits;
+/// the export stopped at the first change and still answered 200 (150 captures in, 122 out).
+#[test]
+fn regression_export_across_the_compaction_boundary_holds_every_capture() {
+    let s = Server::start();
+    let v = s.add_user("ann", true);
+    let (device, token) = s.add_device("laptop", None);
+    let mut originals = BTreeMap::new();
+    // Every 10 s for 25 minutes from :00, so each minute opens on a capture (no carry frames).
+    for (i, t) in (T0..T0 + 25 * MIN).step_by(10_000).enumerate() {
+        s.clock.set_ms(t);
+        let (png, img) = shot(320, 200, t, i as u64);
+        assert_eq!(s.upload(&token, t, &png).status(), 201);
+        originals.insert(t, img);
+        if t % MIN == 50_000 {
+            s.app.run_due_now();
+        }
+    }
+    s.advance_and_encode(T0 + 30 * MIN + 15_000);
+    let segs = s.app.index.segments_between(&device, 0, i64::MAX).unwrap();
+    let spans: Vec<i64> = segs.iter().map(|g| g.span_ms / 1000).collect();
+    assert_eq!(spans, [vec![600, 600], vec![60; 5]].concat(), "two compacted blocks, then five minutes");
+    let inits: std::collections::BTreeSet<i64> = segs.iter().map(|g| g.init_id).collect();
+    assert!(inits.len() >= 2, "compacted and one-minute segments have their own inits");
+
+    // The range starts inside the first block: the export holds that whole block.
+    let (start, frames) = export_frames(&s, &v, &device, T0 + 5 * MIN, T0 + 25 * MIN);
+    assert_eq!(start, T0, "X-Export-Start is the first segment's start");
+    assert_eq!(originals.len(), 150);
+    assert_export_holds(start, &frames, &originals);
+}
+
+/// A resolution change starts a new segment with its own init; the export held only the frames
+/// before it.
+#[test]
+fn regression_export_across_resolution_changes_holds_every_capture_at_its_size() {
+    let s = Server::start();
+    let v = s.add_user("ann", true);
+    let (device, token) = s.add_device("laptop", None);
+    s.clock.set_ms(T0 + 3 * MIN);
+    let plan = [
+        (T0, 640, 360),
+        (T0 + 20_000, 640, 360),
+        (T0 + 30_000, 481, 271),
+        (T0 + 45_000, 481, 271),
+        (T0 + MIN, 481, 271),
+        (T0 + MIN + 30_000, 481, 271),
+        (T0 + 2 * MIN, 640, 360),
+        (T0 + 2 * MIN + 10_500, 640, 360),
+    ];
+    let mut originals = BTreeMap::new();
+    for (i, (t, w, h)) in plan.iter().enumerate() {
+        let (png, img) = shot(*w, *h, *t, i as u64);
+        assert_eq!(s.upload(&token, *t, &png).status(), 201);
+        originals.insert(*t, img);
+    }
+    s.advance_and_encode(T0 + 3 * MIN + 15_000);
+    let (start, frames) = export_frames(&s, &v, &device, T0, T0 + 3 * MIN);
+    assert_eq!(start, T0);
+    assert_export_holds(start, &frames, &originals);
+}
+
+/// One MP4 track has one codec: H.264 minutes after AV1 blocks are refused with a 422 and a
+/// stable code, never a short 200; the AV1 blocks alone export whole.
+#[test]
+fn an_export_mixing_h264_and_av1_is_a_422() {
+    let s = Server::start_with(|c| {
+        c.compact.codec = screentape::media::ffmpeg::Codec::Av1;
+        (c.compact.crf, c.compact.preset, c.compact.x264_params) = (30.0, "8".into(), String::new());
+        (c.compact.span, c.compact.after) = (std::time::Duration::from_secs(120), std::time::Duration::from_secs(60));
+    });
+    let v = s.add_user("ann", true);
+    let (device, token) = s.add_device("laptop", None);
+    s.clock.set_ms(T0 + 5 * MIN);
+    let mut originals = BTreeMap::new();
+    for (i, t) in (T0..T0 + 5 * MIN).step_by(30_000).enumerate() {
+        let (png, img) = shot(160, 100, t, i as u64);
+        assert_eq!(s.upload(&token, t, &png).status(), 201);
+        originals.insert(t, img);
+    }
+    s.advance_and_encode(T0 + 5 * MIN + 15_000);
+    let codecs: Vec<(i64, String)> = s.app.index.segments_between(&device, 0, i64::MAX).unwrap().iter().map(|g| (g.span_ms / 1000, g.codec[..4].to_string())).collect();
+    assert_eq!(codecs, vec![(120, "av01".into()), (120, "av01".into()), (60, "avc1".into())]);
+
+    let r = s.get(&v.token, &format!("/api/v1/devices/{device}/export.mp4?from={T0}&to={}", T0 + 5 * MIN)).send().unwrap();
+    assert_eq!(r.status(), 422);
+    let body: serde_json::Value = r.json().unwrap();
+    assert_eq!(body["error"], "export_mixed_codecs", "{body}");
+
+    let (start, frames) = export_frames(&s, &v, &device, T0, T0 + 4 * MIN);
+    originals.retain(|t, _| *t < T0 + 4 * MIN);
+    let pts: Vec<i64> = frames.iter().map(|f| f.0).collect();
+    assert_eq!(pts, originals.keys().map(|t| t - start).collect::<Vec<_>>(), "both AV1 blocks, every frame");
+}
