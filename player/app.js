@@ -136,7 +136,7 @@ function presentedFrame(timeoutMs) {
 
 // Seeks to wall-clock time `wall` and resolves once the right frame is presented.
 // Works around hls.js/MSE showing a later minute's first frame after a backward seek whose
-// target is not buffered yet (facts/browser.md): re-seek until the target is buffered and the
+// target is not buffered yet (docs/media-facts.md, "Timeline rules for frame-exact seeking"): re-seek until the target is buffered and the
 // presented frame is not later than the target.
 function seekWall(wall, options) {
   S.lastSeek = doSeek(wall, options || {});
