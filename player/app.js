@@ -139,11 +139,12 @@ function presentedFrame(timeoutMs) {
 // target is not buffered yet (docs/media-facts.md, "Timeline rules for frame-exact seeking"): re-seek until the target is buffered and the
 // presented frame is not later than the target.
 function seekWall(wall, options) {
+  if (!(options && options.keepLive)) setFollowLive(false);
   S.lastSeek = doSeek(wall, options || {});
   return S.lastSeek;
 }
 
-async function doSeek(wall, { skipGap = true }) {
+async function doSeek(wall, { skipGap = true, keepLive = false }) {
   const token = ++S.seekToken;
   await S.ready;
   const range = recordedRange();
@@ -156,8 +157,8 @@ async function doSeek(wall, { skipGap = true }) {
   const last = frags[frags.length - 1];
   if (last && target >= last.programDateTime + last.duration * 1000 && !S.reopening) {
     S.reopening = true;
-    try { await openDevice(S.device, target); } finally { S.reopening = false; }
-    return null;
+    try { await openDevice(S.device, target, keepLive); } finally { S.reopening = false; }
+    return token === S.seekToken - 1 ? { wall: target, mediaTime: video.currentTime, ms: 0 } : null;
   }
   const gap = gapAt(target);
   if (gap && skipGap) {
@@ -166,8 +167,7 @@ async function doSeek(wall, { skipGap = true }) {
   } else {
     notice(null);
   }
-  // Half a millisecond past the target so float rounding never lands on the previous frame.
-  const t = wallToMedia(target) + 0.0005;
+  const t = seekTime(target);
   const started = performance.now();
   let meta = null;
   for (let attempt = 0; attempt < 6 && token === S.seekToken; attempt++) {
@@ -183,9 +183,31 @@ async function doSeek(wall, { skipGap = true }) {
     meta = await frame;
     if (!meta || meta.mediaTime <= t + 0.002 || !video.paused) break;
   }
+  if (token !== S.seekToken) return null;
   updateClock();
   scheduleUrlUpdate();
   return { wall: target, mediaTime: meta ? meta.mediaTime : video.currentTime, ms: performance.now() - started };
+}
+
+function spanAt(wall) {
+  const tl = S.timeline;
+  return (tl && tl.recorded.find((r) => wall >= r.start_ms && wall < r.end_ms)) || null;
+}
+
+// The media time to set for showing the frame on screen at `wall`. Normally half a millisecond
+// past it, so float rounding never lands on the previous frame. But Chromium presents the last
+// frame of a stream (the newest capture, or the last one before a gap) only when the seek lands
+// exactly on its timestamp: past it, with no later frame to bound it, it shows nothing new (the
+// old picture, or black after the stream was reopened). So for such a frame, seek to its own
+// timestamp (plus 0.2 µs: Chromium keeps microseconds, and this survives truncation or rounding).
+function seekTime(wall) {
+  const caps = (S.timeline && S.timeline.captures) || [];
+  const span = spanAt(wall);
+  const i = captureIndexAtOrBefore(wall);
+  if (span && i >= 0 && caps[i] >= span.start_ms && (i + 1 >= caps.length || caps[i + 1] >= span.end_ms)) {
+    return wallToMedia(caps[i]) + 2e-7;
+  }
+  return wallToMedia(wall) + 0.0005;
 }
 
 function captureIndexAtOrBefore(wall) {
@@ -222,7 +244,7 @@ function togglePlay() {
 }
 
 function play() {
-  S.followLive = false;
+  setFollowLive(false);
   video.playbackRate = Number($('speed').value);
   video.play().catch(() => {});
 }
@@ -232,14 +254,38 @@ function setSpeed(rate) {
   video.playbackRate = rate;
 }
 
-async function goLive() {
-  await refreshTimeline();
+// End / Live: show the newest capture, paused, and keep showing the newest one as new minutes
+// are encoded (followLive), until the person seeks, steps or plays. Playing from the newest
+// capture would only run into the end of the footage: nothing newer exists yet.
+function goLive() {
+  S.lastSeek = liveSeek();
+  return S.lastSeek;
+}
+
+async function liveSeek() {
+  video.pause();
+  const before = S.seekToken;
+  await refreshTimeline(false);
   const tl = S.timeline;
-  if (!tl || !tl.captures.length) return;
-  await seekWall(tl.captures[tl.captures.length - 1]);
-  S.followLive = true;
-  setSpeed(1);
-  video.play().catch(() => {});
+  // Another seek or step began meanwhile: it wins.
+  if (!tl || !tl.captures.length || S.seekToken !== before) return null;
+  const r = await seekWall(tl.captures[tl.captures.length - 1], { keepLive: true });
+  if (r) setFollowLive(true);
+  return r;
+}
+
+function setFollowLive(on) {
+  S.followLive = on;
+  $('live').classList.toggle('on', on);
+}
+
+// While following live, a newer capture in the timeline is shown as soon as it is known.
+function followNewest() {
+  const tl = S.timeline;
+  if (!S.followLive || !tl || !tl.captures.length || !video.paused) return;
+  const newest = tl.captures[tl.captures.length - 1];
+  const wall = currentWall();
+  if (wall != null && newest > wall) seekWall(newest, { keepLive: true });
 }
 
 // While playing, jump over gaps instead of stalling in them. Playback resumes after the jump only
@@ -381,7 +427,7 @@ function setupTimeline() {
   };
   canvas.addEventListener('pointerdown', (e) => {
     dragging = true; canvas.setPointerCapture(e.pointerId);
-    S.followLive = false; video.pause();
+    setFollowLive(false); video.pause();
     scrub(timelineWallAt(e.clientX));
   });
   canvas.addEventListener('pointermove', (e) => {
@@ -473,7 +519,7 @@ function markRange(which) {
 
 // ---------- loading ----------
 
-async function refreshTimeline() {
+async function refreshTimeline(follow = true) {
   if (!S.device) return;
   try {
     S.timeline = await (await api(`/api/v1/devices/${S.device}/timeline`)).json();
@@ -482,9 +528,11 @@ async function refreshTimeline() {
     if (!(e instanceof AuthError)) setStatus('The server cannot be reached; retrying…', true);
   }
   drawTimeline();
+  if (follow) followNewest();
 }
 
-async function openDevice(id, startWall) {
+async function openDevice(id, startWall, live) {
+  setFollowLive(false);
   S.device = id;
   S.range = { from: null, to: null };
   $('dl-range').hidden = true;
@@ -536,7 +584,8 @@ async function openDevice(id, startWall) {
   if (!S.timeline || !S.timeline.captures.length) return;
   await S.ready;
   const caps = S.timeline.captures;
-  await seekWall(startWall ?? caps[caps.length - 1]);
+  const r = await seekWall(startWall ?? caps[caps.length - 1], { keepLive: live });
+  if (r && live) setFollowLive(true);
 }
 
 function reopenAtSameMoment() {
@@ -564,7 +613,8 @@ async function start() {
   layout();
   if (!devices.length) { setStatus('No devices yet: add one with `screentape device add NAME`.'); return; }
   const t = params.get('t');
-  await openDevice(select.value, t && /^\d+$/.test(t) ? Number(t) : undefined);
+  const at = t && /^\d+$/.test(t) ? Number(t) : undefined;
+  await openDevice(select.value, at, at === undefined);
 }
 
 // ---------- wiring ----------
@@ -615,7 +665,7 @@ function wire() {
   $('mark-in').addEventListener('click', () => markRange('from'));
   $('mark-out').addEventListener('click', () => markRange('to'));
   $('help-button').addEventListener('click', () => $('help').showModal());
-  $('device').addEventListener('change', (e) => openDevice(e.target.value));
+  $('device').addEventListener('change', (e) => openDevice(e.target.value, undefined, true));
   $('logout').addEventListener('click', async () => { await fetch('/api/v1/logout', { method: 'POST' }); showLogin(); });
   $('login-form').addEventListener('submit', async (e) => {
     e.preventDefault();
@@ -666,6 +716,8 @@ function wire() {
   video.addEventListener('pause', updateClock);
   setupTimeline();
   setInterval(refreshTimeline, 30000);
+  // Following live: look for newer captures more often than hls.js reloads a long playlist.
+  setInterval(() => { if (S.followLive) refreshTimeline(); }, 10000);
 }
 
 // For tests and scripting: the same operations the controls use.
