@@ -20,6 +20,8 @@ const S = {
   ready: null,             // resolves when the first level is loaded
   lastSeek: null,          // the promise of the latest seek
   lastUrlUpdate: 0,
+  stillToken: 0,           // bumped whenever the overlay's subject changes
+  still: null,             // the overlay on screen: { capture, img } or null
 };
 
 // ---------- server ----------
@@ -167,6 +169,7 @@ async function doSeek(wall, { skipGap = true, keepLive = false }) {
   } else {
     notice(null);
   }
+  showStill(target, true);
   const t = seekTime(target);
   const started = performance.now();
   let meta = null;
@@ -184,6 +187,7 @@ async function doSeek(wall, { skipGap = true, keepLive = false }) {
     if (!meta || meta.mediaTime <= t + 0.002 || !video.paused) break;
   }
   if (token !== S.seekToken) return null;
+  showStill(target);
   updateClock();
   scheduleUrlUpdate();
   return { wall: target, mediaTime: meta ? meta.mediaTime : video.currentTime, ms: performance.now() - started };
@@ -310,6 +314,87 @@ function skipGaps() {
   video.addEventListener('pause', onPause);
 }
 
+// ---------- exact stills while paused ----------
+// The video is lossy, and where the browser plays only the 4:2:0 variant (Firefox, Safari) thin
+// coloured text is unreadable (about 29 dB). While paused, the player lays the server's PNG of
+// the capture on screen (frame.png, decoded from the stored 4:4:4 segment) exactly over the
+// video: same box, same zoom and pan. The previous and next captures' PNGs are fetched ahead so
+// a step shows its still at once. An overlay never shows another time than the one asked for:
+// it is hidden the moment the subject changes, and shown again only when the right PNG is ready.
+
+const STILLS_KEPT = 16;
+const stills = new Map();      // capture ms -> { img, ready: Promise<boolean> }
+
+// The capture on screen at `wall` (as in docs/api.md: each frame lasts until the next capture;
+// a recorded stretch starts with its first capture), or null outside the footage.
+function captureShownAt(wall) {
+  const caps = (S.timeline && S.timeline.captures) || [];
+  const span = spanAt(wall);
+  if (!span) return null;
+  const i = captureIndexAtOrBefore(wall);
+  if (i >= 0 && caps[i] >= span.start_ms) return caps[i];
+  return i + 1 < caps.length && caps[i + 1] < span.end_ms ? caps[i + 1] : null;
+}
+
+function stillEntry(capture) {
+  let e = stills.get(capture);
+  if (e) { stills.delete(capture); stills.set(capture, e); return e; }   // most recently used last
+  const img = new Image();
+  img.alt = '';
+  img.className = 'still';
+  img.dataset.capture = String(capture);
+  img.draggable = false;
+  const loaded = new Promise((resolve) => {
+    img.addEventListener('load', () => resolve(true), { once: true });
+    img.addEventListener('error', () => resolve(false), { once: true });
+  });
+  img.src = `/api/v1/devices/${S.device}/frame.png?t=${capture}`;
+  e = { img, ok: null };
+  e.ready = loaded.then((ok) => (ok ? img.decode().then(() => true, () => true) : false)).then((ok) => { e.ok = ok; return ok; });
+  stills.set(capture, e);
+  for (const key of stills.keys()) {
+    if (stills.size <= STILLS_KEPT) break;
+    if (!S.still || S.still.capture !== key) stills.delete(key);
+  }
+  return e;
+}
+
+function placeStill(img, vw, vh) {
+  img.style.width = vw + 'px';
+  img.style.height = vh + 'px';
+  img.style.transform = video.style.transform;
+}
+
+function hideStill() {
+  S.stillToken++;
+  if (S.still) { S.still.img.remove(); S.still = null; }
+}
+
+// Shows the still of the capture on screen at `wall` once it is ready, if the player is paused
+// then. `onlyIfReady`: show it only if it is already loaded (a seek just started), else hide.
+async function showStill(wall, onlyIfReady) {
+  const capture = video.paused && S.device ? captureShownAt(wall) : null;
+  if (S.still && S.still.capture === capture) { prefetchAround(capture); return; }
+  hideStill();
+  if (capture == null) return;
+  const token = S.stillToken;
+  const e = stillEntry(capture);
+  // The neighbours once this one is in: they share the server's few decoding slots.
+  e.ready.then(() => { if (S.device) prefetchAround(capture); });
+  if (onlyIfReady && e.ok !== true) return;
+  const ok = e.ok === true || await e.ready;
+  if (!ok || token !== S.stillToken || !video.paused) return;
+  placeStill(e.img, video.videoWidth || e.img.naturalWidth, video.videoHeight || e.img.naturalHeight);
+  $('stage').insertBefore(e.img, $('notice'));
+  S.still = { capture, img: e.img };
+}
+
+function prefetchAround(capture) {
+  const caps = (S.timeline && S.timeline.captures) || [];
+  const i = captureIndexAtOrBefore(capture);
+  for (const j of [i + 1, i - 1]) if (j >= 0 && j < caps.length) stillEntry(caps[j]);
+}
+
 // ---------- view: zoom and pan ----------
 
 function layout() {
@@ -330,7 +415,10 @@ function layout() {
     S.pan.x = Math.min(Math.max(S.pan.x, minX), maxX);
     S.pan.y = Math.min(Math.max(S.pan.y, minY), maxY);
   }
+  // Whole pixels: at 1:1 a fractional offset would resample (blur) the picture.
+  S.pan.x = Math.round(S.pan.x); S.pan.y = Math.round(S.pan.y);
   video.style.transform = `translate(${S.pan.x}px, ${S.pan.y}px) scale(${scale})`;
+  if (S.still) placeStill(S.still.img, vw, vh);
   stage.classList.toggle('zoomed', S.zoom !== 'fit');
   stage.classList.toggle('pixelated', scale >= 2);
   return scale;
@@ -533,6 +621,7 @@ async function refreshTimeline(follow = true) {
 
 async function openDevice(id, startWall, live) {
   setFollowLive(false);
+  if (id !== S.device) { hideStill(); stills.clear(); }
   S.device = id;
   S.range = { from: null, to: null };
   $('dl-range').hidden = true;
@@ -712,8 +801,8 @@ function wire() {
   video.addEventListener('resize', layout);
   window.addEventListener('resize', () => { layout(); drawTimeline(); });
   video.addEventListener('timeupdate', () => { updateClock(); skipGaps(); scheduleUrlUpdate(); });
-  video.addEventListener('play', updateClock);
-  video.addEventListener('pause', updateClock);
+  video.addEventListener('play', () => { hideStill(); updateClock(); });
+  video.addEventListener('pause', () => { const w = currentWall(); if (w != null) showStill(w); updateClock(); });
   setupTimeline();
   setInterval(refreshTimeline, 30000);
   // Following live: look for newer captures more often than hls.js reloads a long playlist.

@@ -565,3 +565,120 @@ fn end_shows_the_newest_capture_late_in_its_minute_and_a_step_after_it_pauses() 
     }
     assert_eq!(b.csp_violations(), json!([]));
 }
+
+/// In-page: the capture the exact-still overlay shows, or null.
+const OVERLAY: &str = "(() => { const i = document.querySelector('#stage img.still'); return i && i.complete ? Number(i.dataset.capture) : null; })()";
+
+/// Waits (up to 10 s) for the overlay to show `capture`; returns the ms it took.
+fn wait_overlay(b: &Browser, capture: i64) -> f64 {
+    let v = b.run(
+        &format!(
+            "const t0 = performance.now();
+             while (performance.now() - t0 < 10000) {{
+               if ({OVERLAY} === args.c) {{ await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r))); return performance.now() - t0; }}
+               await new Promise(r => setTimeout(r, 10));
+             }}
+             return -1;"
+        ),
+        json!({ "c": capture }),
+    );
+    v.as_f64().unwrap()
+}
+
+/// Issue "readable in every browser when paused": Firefox and Safari play the 4:2:0 variant, where
+/// thin coloured text is near 29 dB. While paused the player lays the server's PNG of the capture
+/// (decoded from the stored 4:4:4 segment) over the video; tested here in Chromium with the 4:2:0
+/// variant forced, on what the page really shows (a screenshot of the page, not of the video).
+#[test]
+fn paused_the_player_shows_the_exact_capture_over_the_4_2_0_video() {
+    let s = Server::start();
+    let ann = s.add_user("ann", false);
+    let (device, _) = s.add_device("ann-desktop", Some("ann"));
+    let captures: Vec<i64> = (0..18).map(|i| T0 + 3_000 + i * STEP_MS).collect();
+    let originals: Vec<screentape::media::png::RgbImage> = captures
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let mut img = screenshot(640, 360, *t, i as u64, 4);
+            mark(&mut img, i);
+            img
+        })
+        .collect();
+    s.clock.set_ms(captures[0]);
+    for (t, img) in captures.iter().zip(&originals) {
+        s.app.ingest.accept(&device, *t, &encode_rgb(img)).expect("ingest");
+    }
+    s.advance_and_encode(T0 + 4 * 60_000);
+    let b = open_player(&s, "ann", &ann, "variant=420");
+    let codec = b.run("return window.screentape.state().codec;", json!({}));
+    assert!(codec.as_str().unwrap_or("").to_lowercase().starts_with("avc1.64"), "the 4:2:0 variant is playing: {codec}");
+    // Actual pixels, so the screenshot compares 1:1 with the upload.
+    b.run("window.screentape.zoomTo(1); await new Promise(r => requestAnimationFrame(r));", json!({}));
+
+    let psnr_on_screen = |k: usize| -> f64 {
+        let shown = stage_pixels(&b);
+        assert_eq!((shown.width, shown.height), (640, 360), "the video box on screen at 1:1");
+        screentape::media::psnr_rgb(&shown, &originals[k])
+    };
+
+    // A seek while paused: the overlay comes, and the page shows the capture at ≥ 45 dB.
+    let k = 7;
+    b.run("await window.screentape.seekWall(args.t);", json!({ "t": captures[k] }));
+    assert!(wait_overlay(&b, captures[k]) >= 0.0, "the still of capture {k} is laid over the paused video");
+    let with_still = psnr_on_screen(k);
+    // The same moment without the overlay: the 4:2:0 video alone is far from the capture.
+    b.run("document.querySelector('#stage img.still').style.visibility = 'hidden'; await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));", json!({}));
+    let video_only = psnr_on_screen(k);
+    b.run("document.querySelector('#stage img.still').style.visibility = ''; await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));", json!({}));
+    eprintln!("capture {k} on screen: {with_still:.1} dB with the still, {video_only:.1} dB from the 4:2:0 video alone");
+    assert!(with_still >= 45.0, "paused, the page shows capture {k} at ≥ 45 dB: {with_still:.1} dB");
+    assert!(video_only < 40.0, "the 4:2:0 video alone is well below that ({video_only:.1} dB): the still is what makes it readable");
+
+    // Steps: the neighbours were fetched ahead, so the still is there at once; the old still is
+    // gone from the first frame after the key (never a picture of another time).
+    for (key, want) in [("ArrowRight", k + 1), ("ArrowRight", k + 2), ("ArrowLeft", k + 1), ("ArrowLeft", k)] {
+        // Let the prefetch of the neighbours finish, as it would while a person looks.
+        b.run("await new Promise(r => setTimeout(r, 1500));", json!({}));
+        let v = b.run(
+            &format!(
+                "const before = {OVERLAY};
+                 document.dispatchEvent(new KeyboardEvent('keydown', {{ key: args.key, bubbles: true }}));
+                 await new Promise(r => requestAnimationFrame(r));
+                 const next = {OVERLAY};
+                 return [before, next];"
+            ),
+            json!({ "key": key }),
+        );
+        assert!(v[1].is_null() || v[1] == json!(captures[want]), "{key}: right after the key the overlay is gone or already the new capture: {v}");
+        let ms = wait_overlay(&b, captures[want]);
+        b.run("await window.screentape.settled();", json!({}));
+        assert_eq!(b.run("return window.screentape.currentWall();", json!({})), json!(captures[want]));
+        let db = psnr_on_screen(want);
+        eprintln!("{key} to capture {want}: still after {ms:.0} ms, {db:.1} dB");
+        assert!(ms >= 0.0 && ms < 400.0, "{key}: the prefetched still shows at once ({ms:.0} ms)");
+        assert!(db >= 45.0, "{key}: capture {want} on screen at {db:.1} dB");
+    }
+
+    // Zoomed in, the still follows the video's zoom and pan.
+    b.run("window.screentape.zoomTo(2); await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));", json!({}));
+    let same = b.run(
+        "const v = document.getElementById('video').getBoundingClientRect(), i = document.querySelector('#stage img.still').getBoundingClientRect();
+         return [v.left, v.top, v.width, v.height].every((x, j) => Math.abs(x - [i.left, i.top, i.width, i.height][j]) < 0.01);",
+        json!({}),
+    );
+    assert_eq!(same, json!(true), "the still covers exactly the zoomed video");
+    b.run("window.screentape.zoomTo(1); await new Promise(r => requestAnimationFrame(r));", json!({}));
+
+    // Playing hides it at once; pausing brings back the still of the capture then on screen.
+    let playing = b.run(&format!("window.screentape.setSpeed(4); window.screentape.play(); await new Promise(r => setTimeout(r, 100)); return {OVERLAY};"), json!({}));
+    assert_eq!(playing, Value::Null, "no still while playing");
+    let paused_at = b.run("await new Promise(r => setTimeout(r, 3000)); document.getElementById('video').pause(); await new Promise(r => setTimeout(r, 50)); return window.screentape.currentWall();", json!({}));
+    let paused_at = paused_at.as_i64().unwrap();
+    let shown = captures.iter().rposition(|c| *c <= paused_at).unwrap();
+    assert!(shown > k, "playback moved on (to capture {shown})");
+    assert!(wait_overlay(&b, captures[shown]) >= 0.0, "after a pause the still of capture {shown} is shown");
+    let db = psnr_on_screen(shown);
+    assert!(db >= 45.0, "after a pause: {db:.1} dB");
+
+    assert_eq!(b.csp_violations(), json!([]), "the stills are within the page's policy");
+}
