@@ -6,13 +6,17 @@
 const $ = (id) => document.getElementById(id);
 const video = $('video');
 const MINUTE = 60000;
-const SPEEDS = [1, 2, 4, 8, 16];
+// Captures are ~10 s apart, so at 1× nothing moves for 10 s and playback looks frozen. 8× shows
+// each capture for about 1.25 s: long enough to read a line, short enough to look alive (an hour
+// plays in 7.5 minutes). The playhead turns yellow and trails while playing.
+const DEFAULT_SPEED = 8;
 
 const S = {
   hls: null,
   device: null,
   timeline: null,          // the timeline API's answer
   zoom: 'fit',             // 'fit' or a scale factor
+  view: null,              // the timeline's zoomed window { from, to } (wall ms), or null: all of it
   pan: { x: 0, y: 0 },
   range: { from: null, to: null },
   seekToken: 0,
@@ -20,6 +24,7 @@ const S = {
   ready: null,             // resolves when the first level is loaded
   lastSeek: null,          // the promise of the latest seek
   lastUrlUpdate: 0,
+  signedIn: false,         // whether /api/v1/me answered on this page
   stillToken: 0,           // bumped whenever the overlay's subject changes
   still: null,             // the overlay on screen: { capture, img } or null
 };
@@ -37,7 +42,9 @@ async function api(path, options) {
     throw e;
   }
   if (response.status === 401) {
-    showLogin('Your session has ended; please log in again.');
+    // Only someone who was signed in on this page had a session that ended; a first visit
+    // (or a browser whose cookie expired while the page was closed) just gets the form.
+    showLogin(S.signedIn ? 'Your session has ended; please log in again.' : '');
     throw new AuthError('unauthorized');
   }
   if (!response.ok) throw new Error(`${path}: ${response.status}`);
@@ -188,6 +195,7 @@ async function doSeek(wall, { skipGap = true, keepLive = false }) {
   }
   if (token !== S.seekToken) return null;
   showStill(target);
+  keepInView(target);
   updateClock();
   scheduleUrlUpdate();
   return { wall: target, mediaTime: meta ? meta.mediaTime : video.currentTime, ms: performance.now() - started };
@@ -441,11 +449,74 @@ function currentScale() { return S.zoom === 'fit' ? layout() : S.zoom; }
 
 // ---------- timeline ----------
 
-function timelineWindow() {
+const HOUR = 3600000;
+const DAY = 24 * HOUR;
+const VIEW_MIN = 5 * MINUTE;
+const VIEW_LEVELS = [DAY, HOUR, 5 * MINUTE];     // [ and ] step through these
+
+// What the timeline can show: the retention window the timeline API answered for.
+function timelineBounds() {
   const tl = S.timeline;
   const to = tl ? tl.to_ms : Date.now();
-  const from = tl ? Math.max(tl.from_ms, to - 24 * 3600000) : to - 24 * 3600000;
-  return { from, to };
+  return { from: tl ? Math.max(tl.from_ms, to - DAY) : to - DAY, to };
+}
+
+// The part of it on screen: S.view (zoomed) clamped to the bounds, or the whole of them.
+function timelineWindow() {
+  const b = timelineBounds();
+  if (!S.view) return b;
+  const span = Math.min(Math.max(S.view.to - S.view.from, VIEW_MIN), b.to - b.from);
+  const from = Math.min(Math.max(S.view.from, b.from), b.to - span);
+  return { from, to: from + span };
+}
+
+function setView(from, span) {
+  const b = timelineBounds();
+  span = Math.min(Math.max(span, VIEW_MIN), b.to - b.from);
+  from = Math.min(Math.max(from, b.from), b.to - span);
+  S.view = { from, to: from + span };
+  drawTimeline();
+}
+
+// Zooms the timeline by `factor` (< 1: in) keeping `anchor` (a wall time) where it is on screen.
+function zoomTimeline(factor, anchor) {
+  const { from, to } = timelineWindow();
+  const span = to - from;
+  const wall = anchor ?? currentWall() ?? (from + to) / 2;
+  const next = Math.min(Math.max(span * factor, VIEW_MIN), DAY);
+  setView(wall - (wall - from) * (next / span), next);
+}
+
+// [ / ]: the next coarser / finer of 24 h, 1 h, 5 min, around the playhead.
+function stepTimelineLevel(direction) {
+  const { from, to } = timelineWindow();
+  const span = to - from;
+  const finer = VIEW_LEVELS.filter((l) => l < span * 0.99);
+  const coarser = VIEW_LEVELS.filter((l) => l > span * 1.01);
+  const next = direction > 0 ? finer[0] : coarser[coarser.length - 1];
+  if (next) setTimelineSpan(next);
+}
+
+function setTimelineSpan(span) {
+  const wall = currentWall() ?? (timelineWindow().from + timelineWindow().to) / 2;
+  setView(wall - span / 2, span);
+}
+
+// The recorded footage with a margin, at least 5 minutes: what a first open shows.
+function fitTimeline() {
+  const r = recordedRange();
+  if (!r) { S.view = null; drawTimeline(); return; }
+  const span = Math.max((r.to - r.from) * 1.08, VIEW_MIN);
+  setView((r.from + r.to) / 2 - span / 2, span);
+}
+
+// Keeps `wall` on screen: while playing the window slides along; a seek outside it recentres it.
+function keepInView(wall) {
+  if (wall == null) return;
+  const { from, to } = timelineWindow();
+  const span = to - from;
+  if (wall >= from + span * 0.02 && wall <= to - span * 0.02) return;
+  setView(video.paused ? wall - span / 2 : wall - span * 0.1, span);
 }
 
 function drawTimeline() {
@@ -474,22 +545,39 @@ function drawTimeline() {
     g.fillStyle = 'rgba(120,170,255,.35)';
     g.fillRect(x(Math.min(a, b)), 18, Math.max(2, Math.abs(x(b) - x(a))), 30);
   }
-  // hour ticks in the viewer's time zone
+  // Ticks in the viewer's time zone, as dense as the zoom allows; a label that would be cut off
+  // at the right edge is left out.
   g.fillStyle = '#aaa'; g.strokeStyle = '#555'; g.font = '11px system-ui, sans-serif'; g.textBaseline = 'top';
-  const hour = new Date(from); hour.setMinutes(0, 0, 0);
-  let t = hour.getTime() + 3600000;
-  const every = w < 700 ? 3 : w < 1100 ? 2 : 1;
-  for (; t < to; t += 3600000) {
+  const steps = [10000, 30000, MINUTE, 2 * MINUTE, 5 * MINUTE, 10 * MINUTE, 15 * MINUTE, 30 * MINUTE, HOUR, 2 * HOUR, 3 * HOUR, 6 * HOUR];
+  const step = steps.find((st) => (st / (to - from)) * w >= 64) || 6 * HOUR;
+  const tz = new Date(from).getTimezoneOffset() * MINUTE;
+  S.tickLabels = [];
+  for (let t = Math.ceil((from - tz) / step) * step + tz; t < to; t += step) {
     const d = new Date(t);
     g.beginPath(); g.moveTo(x(t) + 0.5, 16); g.lineTo(x(t) + 0.5, 48); g.stroke();
-    if (d.getHours() % every === 0) g.fillText(d.getHours().toString().padStart(2, '0') + ':00', x(t) + 3, 3);
+    const label = String(d.getHours()).padStart(2, '0') + ':' + String(d.getMinutes()).padStart(2, '0') +
+      (step < MINUTE ? ':' + String(d.getSeconds()).padStart(2, '0') : '');
+    const lw = g.measureText(label).width;
+    if (x(t) + 3 + lw <= w) { g.fillText(label, x(t) + 3, 3); S.tickLabels.push({ label, x: x(t) + 3, width: lw }); }
   }
+  // the span shown, at the right end of the lower edge
+  const spanText = (to - from) >= HOUR ? `${+((to - from) / HOUR).toFixed(1)} h` : `${Math.round((to - from) / MINUTE)} min`;
+  g.textBaseline = 'bottom'; g.fillStyle = '#777';
+  g.fillText(spanText, w - g.measureText(spanText).width - 4, h - 1);
   // playhead
   const wall = currentWall();
   if (wall != null) {
-    g.fillStyle = '#fff';
+    // Playing, the playhead is yellow and trails the last seconds it crossed, so movement shows.
+    const playing = !video.paused;
+    if (playing) {
+      const rate = video.playbackRate || 1;
+      const trail = Math.max(x(wall) - x(wall - 3000 * rate), 6);
+      g.fillStyle = 'rgba(255, 214, 10, .35)';
+      g.fillRect(x(wall) - trail, 18, trail, 30);
+    }
+    g.fillStyle = playing ? '#ffd60a' : '#fff';
     g.fillRect(x(wall) - 1, 14, 2, 36);
-    g.beginPath(); g.moveTo(x(wall) - 5, 50); g.lineTo(x(wall) + 5, 50); g.lineTo(x(wall), 44); g.fill();
+    g.beginPath(); g.moveTo(x(wall) - 6, 52); g.lineTo(x(wall) + 6, 52); g.lineTo(x(wall), 44); g.fill();
   }
 }
 
@@ -524,34 +612,107 @@ function setupTimeline() {
     if (dragging) scrub(wall);
   });
   canvas.addEventListener('pointerup', () => { dragging = false; });
+  // Wheel (and a trackpad pinch, which browsers send as a wheel with ctrlKey): zoom around the
+  // pointer; a sideways wheel or shift+wheel: move along.
+  canvas.addEventListener('wheel', (e) => {
+    e.preventDefault();
+    const { from, to } = timelineWindow();
+    const sideways = Math.abs(e.deltaX) > Math.abs(e.deltaY) ? e.deltaX : (e.shiftKey ? e.deltaY : 0);
+    if (sideways) { setView(from + (sideways / canvas.clientWidth) * (to - from), to - from); return; }
+    const factor = Math.pow(e.ctrlKey ? 1.01 : 1.0015, e.deltaY * (e.deltaMode === 1 ? 33 : 1));
+    zoomTimeline(factor, timelineWallAt(e.clientX));
+  }, { passive: false });
   canvas.addEventListener('pointerleave', () => { $('preview').hidden = true; });
 }
 
+// The preview is the frame on screen at the start of the hovered minute (thumb.png), so its label
+// names that minute, not the pointer's millisecond. Where nothing was recorded it says so.
 function showPreview(clientX, wall) {
   const preview = $('preview');
   const rect = $('timeline').getBoundingClientRect();
   preview.style.left = Math.min(Math.max(clientX - rect.left, 125), rect.width - 125) + 'px';
-  $('preview-time').textContent = fmt(wall) + (gapAt(wall) ? ' · no recording' : '');
   const minute = Math.floor(wall / MINUTE) * MINUTE;
-  const range = recordedRange();
+  const span = spanAt(wall);
   const img = $('preview-img');
-  if (range && wall >= range.from && wall < range.to && !gapAt(wall)) {
-    const src = `/api/v1/devices/${S.device}/thumb.png?t=${minute}`;
+  const empty = $('preview-empty');
+  if (span) {
+    const shown = Math.max(minute, span.start_ms);
+    const src = `/api/v1/devices/${S.device}/thumb.png?t=${shown}`;
     if (img.dataset.src !== src) { img.dataset.src = src; img.src = src; }
-    img.style.visibility = 'visible';
+    img.hidden = false;
+    empty.hidden = true;
+    $('preview-time').textContent = fmt(shown, false);
   } else {
-    img.style.visibility = 'hidden';
+    img.hidden = true;
+    empty.hidden = false;
+    $('preview-time').textContent = fmt(minute, false).replace(/:00$/, '');
   }
   preview.hidden = false;
 }
 
+// ---------- typed times ----------
+
+const WEEKDAYS = ['sun', 'mon', 'tue', 'wed', 'thu', 'fri', 'sat'];
+
+// A time as a person types it, in the viewer's time zone, relative to `now` (ms):
+//   "14:05", "14:05:30", "14:05:30.250", "2pm", "2:05 pm"   the latest such time not after now
+//   "today 14:05", "yesterday 14:05", "mon 9:00"            on that day (a weekday: the latest one)
+//   "2025-11-26 14:05", "2025-11-26T14:05:30", "26.11. 14:05", "11/26 14:05"   on that date
+//   "-10m", "-2h", "-90s", "10 min ago", "now"              relative to now
+// Returns unix ms, or null if it cannot be read.
+function parseWhen(input, now) {
+  let s = String(input || '').trim().toLowerCase().replace(/\s+/g, ' ');
+  if (!s) return null;
+  if (s === 'now' || s === 'live') return now;
+  const unit = { s: 1000, sec: 1000, second: 1000, seconds: 1000, m: 60000, min: 60000, mins: 60000, minute: 60000, minutes: 60000,
+    h: 3600000, hour: 3600000, hours: 3600000, d: 86400000, day: 86400000, days: 86400000 };
+  let m = s.match(/^-\s*(\d+(?:\.\d+)?)\s*([a-z]+)$/) || s.match(/^(\d+(?:\.\d+)?)\s*([a-z]+) ago$/);
+  if (m && unit[m[2]]) return Math.round(now - Number(m[1]) * unit[m[2]]);
+  if (/^\d{12,}$/.test(s)) return Number(s);             // unix ms, as in a link
+  let day = null, weekday = null, noYear = false;
+  const base = new Date(now);
+  const consume = (re) => { const r = s.match(re); if (r) s = s.slice(r[0].length).replace(/^[ t,]+/, ''); return r; };
+  if (consume(/^today\b/)) day = new Date(base.getFullYear(), base.getMonth(), base.getDate());
+  else if (consume(/^yesterday\b/)) day = new Date(base.getFullYear(), base.getMonth(), base.getDate() - 1);
+  else if ((m = consume(/^(\d{4})-(\d{1,2})-(\d{1,2})/))) day = new Date(+m[1], +m[2] - 1, +m[3]);
+  else if ((m = consume(/^(\d{1,2})\.(\d{1,2})\.(\d{4})?/))) { day = new Date(m[3] ? +m[3] : base.getFullYear(), +m[2] - 1, +m[1]); noYear = !m[3]; }
+  else if ((m = consume(/^(\d{1,2})\/(\d{1,2})(?:\/(\d{4}))?(?=[ t,]|$)/))) { day = new Date(m[3] ? +m[3] : base.getFullYear(), +m[1] - 1, +m[2]); noYear = !m[3]; }
+  else if ((m = consume(/^(sun|mon|tue|wed|thu|fri|sat)[a-z]*\b/))) weekday = WEEKDAYS.indexOf(m[1]);
+  let h = 0, mi = 0, sec = 0, ms = 0;
+  if (s) {
+    m = s.match(/^(\d{1,2})(?::(\d{2})(?::(\d{2})(?:[.,](\d{1,3}))?)?)?\s*(am|pm)?$/);
+    if (!m || (m[2] === undefined && !m[5])) return null;   // a bare number is not a time
+    h = +m[1]; mi = +(m[2] || 0); sec = +(m[3] || 0); ms = m[4] ? +m[4].padEnd(3, '0') : 0;
+    if (m[5]) { if (h < 1 || h > 12) return null; h = (h % 12) + (m[5] === 'pm' ? 12 : 0); }
+    if (h > 23 || mi > 59 || sec > 59) return null;
+  } else if (day == null && weekday == null) {
+    return null;
+  }
+  if (day == null && weekday == null) {
+    // A time alone: the latest such moment not after now (so at 09:00, "14:05" is yesterday's).
+    const t = new Date(base.getFullYear(), base.getMonth(), base.getDate(), h, mi, sec, ms);
+    if (t.getTime() > now) t.setDate(t.getDate() - 1);
+    return t.getTime();
+  }
+  if (weekday != null) {
+    const back = (base.getDay() - weekday + 7) % 7;
+    day = new Date(base.getFullYear(), base.getMonth(), base.getDate() - back);
+  }
+  if (isNaN(day.getTime())) return null;
+  const t = new Date(day.getFullYear(), day.getMonth(), day.getDate(), h, mi, sec, ms);
+  // "mon 9:00" early on a Monday, or "26.11." without a year: the latest one, not a future one.
+  if (t.getTime() > now && weekday != null) t.setDate(t.getDate() - 7);
+  if (t.getTime() > now && noYear) t.setFullYear(t.getFullYear() - 1);
+  return t.getTime();
+}
+
 // ---------- chrome ----------
 
-function fmt(wall) {
+function fmt(wall, withMs = true) {
   if (wall == null) return '';
   const d = new Date(wall);
   return d.toLocaleDateString(undefined, { weekday: 'short', day: 'numeric', month: 'short' }) + ' ' +
-    d.toLocaleTimeString(undefined, { hour12: false }) + '.' + String(d.getMilliseconds()).padStart(3, '0');
+    d.toLocaleTimeString(undefined, { hour12: false }) + (withMs ? '.' + String(d.getMilliseconds()).padStart(3, '0') : '');
 }
 
 let noticeTimer = null;
@@ -621,11 +782,13 @@ async function refreshTimeline(follow = true) {
 
 async function openDevice(id, startWall, live) {
   setFollowLive(false);
-  if (id !== S.device) { hideStill(); stills.clear(); }
+  const other = id !== S.device;
+  if (other) { hideStill(); stills.clear(); }
   S.device = id;
   S.range = { from: null, to: null };
   $('dl-range').hidden = true;
   await refreshTimeline();
+  if (other) fitTimeline();
   if (S.hls) S.hls.destroy();
   const hls = new Hls({ startPosition: 0, maxBufferLength: 120, backBufferLength: 600, liveDurationInfinity: true });
   S.hls = hls;
@@ -691,6 +854,7 @@ async function start() {
     if (!(e instanceof AuthError)) setTimeout(start, 3000);
     return;
   }
+  S.signedIn = true;
   $('login').hidden = true;
   $('main').hidden = false;
   const devices = await (await api('/api/v1/devices')).json();
@@ -727,6 +891,9 @@ function onKey(e) {
   else if (k === '+' || k === '=') zoomTo(currentScale() * 1.25);
   else if (k === '-') zoomTo(currentScale() / 1.25);
   else if (k === '1') zoomTo(1);
+  else if (k === ']') stepTimelineLevel(1);
+  else if (k === '[') stepTimelineLevel(-1);
+  else if (k === '\\') fitTimeline();
   else if (k === 'i') markRange('from');
   else if (k === 'o') markRange('to');
   else if (k === '?') { if ($('help').open) $('help').close(); else $('help').showModal(); }
@@ -735,6 +902,7 @@ function onKey(e) {
 }
 
 function wire() {
+  $('speed').value = String(DEFAULT_SPEED);
   document.addEventListener('keydown', onKey);
   $('play').addEventListener('click', togglePlay);
   $('speed').addEventListener('change', () => { video.playbackRate = Number($('speed').value); });
@@ -743,10 +911,16 @@ function wire() {
   $('prev-min').addEventListener('click', () => stepTime(-MINUTE));
   $('next-min').addEventListener('click', () => stepTime(MINUTE));
   $('live').addEventListener('click', goLive);
-  $('jump-go').addEventListener('click', () => {
-    const v = $('jump').value;
-    if (v) seekWall(new Date(v).getTime());
-  });
+  const jump = () => {
+    const text = $('jump').value;
+    const wall = parseWhen(text, Date.now());
+    $('jump').classList.toggle('bad', wall == null);
+    if (wall == null) { notice(`Not a time: “${text}”. Try 14:05, yesterday 14:05, 2025-11-26 14:05:30 or -10m.`); return; }
+    seekWall(wall);
+  };
+  $('jump-go').addEventListener('click', jump);
+  $('jump').addEventListener('keydown', (e) => { if (e.key === 'Enter') { e.preventDefault(); jump(); } });
+  $('jump').addEventListener('input', () => $('jump').classList.remove('bad'));
   $('zoom-fit').addEventListener('click', () => zoomTo('fit'));
   $('zoom-1').addEventListener('click', () => zoomTo(1));
   $('zoom-in').addEventListener('click', () => zoomTo(currentScale() * 1.25));
@@ -755,7 +929,7 @@ function wire() {
   $('mark-out').addEventListener('click', () => markRange('to'));
   $('help-button').addEventListener('click', () => $('help').showModal());
   $('device').addEventListener('change', (e) => openDevice(e.target.value, undefined, true));
-  $('logout').addEventListener('click', async () => { await fetch('/api/v1/logout', { method: 'POST' }); showLogin(); });
+  $('logout').addEventListener('click', async () => { await fetch('/api/v1/logout', { method: 'POST' }); S.signedIn = false; showLogin(); });
   $('login-form').addEventListener('submit', async (e) => {
     e.preventDefault();
     const form = new FormData(e.target);
@@ -800,7 +974,9 @@ function wire() {
   video.addEventListener('loadedmetadata', layout);
   video.addEventListener('resize', layout);
   window.addEventListener('resize', () => { layout(); drawTimeline(); });
-  video.addEventListener('timeupdate', () => { updateClock(); skipGaps(); scheduleUrlUpdate(); });
+  video.addEventListener('timeupdate', () => { if (!video.paused) keepInView(currentWall()); updateClock(); skipGaps(); scheduleUrlUpdate(); });
+  for (const [id, span] of [['tl-24h', DAY], ['tl-1h', HOUR], ['tl-5m', 5 * MINUTE]]) $(id).addEventListener('click', () => setTimelineSpan(span));
+  $('tl-fit').addEventListener('click', fitTimeline);
   video.addEventListener('play', () => { hideStill(); updateClock(); });
   video.addEventListener('pause', () => { const w = currentWall(); if (w != null) showStill(w); updateClock(); });
   setupTimeline();
@@ -811,7 +987,8 @@ function wire() {
 
 // For tests and scripting: the same operations the controls use.
 window.screentape = {
-  seekWall, stepScreenshot, stepTime, goLive, play, setSpeed, togglePlay, zoomTo,
+  seekWall, stepScreenshot, parseWhen, timelineWindow, zoomTimeline, fitTimeline,
+  tickLabels: () => S.tickLabels || [], stepTime, goLive, play, setSpeed, togglePlay, zoomTo,
   currentWall, wallToMedia, mediaToWall,
   state: () => ({ device: S.device, timeline: S.timeline, paused: video.paused, wall: currentWall(), zoom: S.zoom, reopens: S.reopens || 0,
     codec: S.hls && S.hls.levels && S.hls.levels[0] ? (S.hls.levels[0].videoCodec || S.hls.levels[0].codecSet) : null }),

@@ -83,15 +83,21 @@ fn expected_index(captures: &[i64], wall: i64) -> i64 {
 }
 
 fn login(b: &Browser, s: &Server, user: &str, v: &Viewer) {
+    login_checked(b, s, user, v, |_| {});
+}
+
+/// Logs in through the form; `check` sees the form's message before submitting.
+fn login_checked(b: &Browser, s: &Server, user: &str, v: &Viewer, check: impl FnOnce(&str)) {
     b.goto(&s.url("/"));
     let shown = b.run(
         r#"
         for (let i = 0; i < 200 && document.getElementById('login').hidden; i++) await new Promise(r => setTimeout(r, 25));
-        return !document.getElementById('login').hidden && document.getElementById('main').hidden;
+        return [!document.getElementById('login').hidden && document.getElementById('main').hidden, document.getElementById('login-error').textContent];
         "#,
         json!({}),
     );
-    assert_eq!(shown, json!(true), "the login form is shown to a visitor without a session");
+    assert_eq!(shown[0], json!(true), "the login form is shown to a visitor without a session");
+    check(shown[1].as_str().unwrap_or_default());
     b.run(
         r#"
         const f = document.getElementById('login-form');
@@ -395,7 +401,7 @@ fn upload_marked(s: &Server, device: &str, captures: &[i64], now_ms: i64) {
 
 /// The same for `captures[first..]` (markers are indices into `captures`).
 fn upload_marked_from(s: &Server, device: &str, captures: &[i64], first: usize, now_ms: i64) {
-    s.clock.set_ms(captures[first]);
+    s.clock.set_ms(*captures.last().unwrap());
     for (i, t) in captures.iter().enumerate().skip(first) {
         let mut img = screenshot(320, 180, *t, i as u64, 4);
         mark(&mut img, i);
@@ -681,4 +687,136 @@ fn paused_the_player_shows_the_exact_capture_over_the_4_2_0_video() {
     assert!(db >= 45.0, "after a pause: {db:.1} dB");
 
     assert_eq!(b.csp_violations(), json!([]), "the stills are within the page's policy");
+}
+
+/// Issue "what a new user tripped over": the first visit's message, the hover preview's label and
+/// empty box, a 24 h timeline with 10 minutes of footage, 1× looking frozen, and the raw
+/// date-time field.
+#[test]
+fn a_new_user_gets_a_plain_login_a_fitted_zoomable_timeline_honest_previews_lively_play_and_typed_times() {
+    let s = Server::start();
+    let ann = s.add_user("ann", false);
+    let (device, _) = s.add_device("ann-desktop", Some("ann"));
+    // Ten minutes of footage, an hour after T0.
+    let start = T0 + 60 * 60_000;
+    let captures: Vec<i64> = (0..60).map(|i| start + 4_321 + i * STEP_MS).collect();
+    upload_marked(&s, &device, &captures, start + 12 * 60_000);
+
+    // A first visit is not an ended session: the form, and no red message.
+    let b = Browser::start();
+    login_checked(&b, &s, "ann", &ann, |message| assert_eq!(message, "", "a first visit shows no error"));
+    wait_ready(&b);
+
+    // The timeline opens on the recorded ten minutes, not on 24 hours, with no label cut off.
+    let v = b.run(
+        "const w = window.screentape.timelineWindow(), c = document.getElementById('timeline');
+         return [w.from, w.to, c.clientWidth, window.screentape.tickLabels()];",
+        json!({}),
+    );
+    let (from, to, width) = (v[0].as_f64().unwrap() as i64, v[1].as_f64().unwrap() as i64, v[2].as_f64().unwrap());
+    assert!(from <= start && to >= start + 10 * 60_000, "the recorded span is in view: {v}");
+    assert!(to - from <= 15 * 60_000, "and fills it (shown: {} min)", (to - from) / 60_000);
+    let labels = v[3].as_array().unwrap();
+    assert!(labels.len() >= 4, "the fitted timeline is labelled: {v}");
+    for l in labels {
+        assert!(l["x"].as_f64().unwrap() + l["width"].as_f64().unwrap() <= width, "label {l} is not cut off at {width} px");
+    }
+
+    // Wheel zooms around the pointer; ] and [ step 24 h → 1 h → 5 min; \ fits again.
+    let spans = b.run(
+        "const c = document.getElementById('timeline'), r = c.getBoundingClientRect();
+         const span = () => { const w = window.screentape.timelineWindow(); return w.to - w.from; };
+         const key = (k) => document.dispatchEvent(new KeyboardEvent('keydown', { key: k, bubbles: true }));
+         const out = [span()];
+         c.dispatchEvent(new WheelEvent('wheel', { deltaY: -300, clientX: r.left + r.width / 2, clientY: r.top + 10, bubbles: true, cancelable: true }));
+         out.push(span());
+         key('['); out.push(span());
+         key('['); out.push(span());
+         key(']'); out.push(span());
+         key(']'); out.push(span());
+         key('\\\\'); out.push(span());
+         return out;",
+        json!({}),
+    );
+    let sp: Vec<i64> = spans.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as i64).collect();
+    assert!(sp[1] < sp[0], "the wheel zooms in: {sp:?}");
+    assert_eq!(sp[2..6], [3_600_000, 86_400_000, 3_600_000, 300_000], "[ and ] step through 1 h, 24 h, 1 h, 5 min: {sp:?}");
+    assert_eq!(sp[6], sp[0], "\\ fits the footage again: {sp:?}");
+
+    // Hovering: over footage the label names the minute the preview shows, without noise
+    // milliseconds; where nothing was recorded the box says so instead of staying black.
+    let hover = |wall: i64| -> Value {
+        b.run(
+            "const c = document.getElementById('timeline'), r = c.getBoundingClientRect();
+             const w = window.screentape.timelineWindow();
+             const x = r.left + (args.wall - w.from) / (w.to - w.from) * r.width;
+             c.dispatchEvent(new PointerEvent('pointermove', { clientX: x, clientY: r.top + 30, bubbles: true }));
+             await new Promise(r => setTimeout(r, 50));
+             const img = document.getElementById('preview-img');
+             const minute = new Date(Math.floor(args.wall / 60000) * 60000);
+             const hhmm = String(minute.getHours()).padStart(2, '0') + ':' + String(minute.getMinutes()).padStart(2, '0');
+             return { shown: !document.getElementById('preview').hidden, img: !img.hidden, src: img.getAttribute('src'),
+                      empty: document.getElementById('preview-empty').hidden ? null : document.getElementById('preview-empty').textContent,
+                      label: document.getElementById('preview-time').textContent, hhmm };",
+            json!({ "wall": wall }),
+        )
+    };
+    let over = hover(start + 3 * 60_000 + 30_616);
+    let label = over["label"].as_str().unwrap();
+    assert_eq!(over["img"], json!(true), "{over}");
+    assert!(over["src"].as_str().unwrap().ends_with(&format!("t={}", start + 3 * 60_000)), "the preview is of the minute: {over}");
+    assert!(label.contains(&format!("{}:00", over["hhmm"].as_str().unwrap())), "the label names the minute shown: {over}");
+    assert!(!label.contains('.') || !label.rsplit('.').next().unwrap().chars().all(|c| c.is_ascii_digit()), "no milliseconds: {over}");
+    let before = hover(start - 20_000);
+    assert_eq!(before["empty"], json!("No recording"), "{before}");
+    assert_eq!(before["img"], json!(false), "no empty black picture: {before}");
+
+    // Play is visibly alive: the default speed moves through several captures in two seconds.
+    let played = b.run(
+        "await window.screentape.seekWall(args.t);
+         const speed = document.getElementById('speed').value;
+         const w0 = window.screentape.currentWall();
+         document.getElementById('play').click();
+         await new Promise(r => setTimeout(r, 2000));
+         const w1 = window.screentape.currentWall();
+         document.getElementById('video').pause();
+         return [speed, w1 - w0];",
+        json!({ "t": captures[10] }),
+    );
+    eprintln!("default speed {}×, 2 s of play advanced {} ms", played[0], played[1]);
+    assert!(played[1].as_i64().unwrap() >= STEP_MS, "2 s of play move past at least one capture (at 1× it would be 2 s of a 10 s capture): {played}");
+
+    // Typed times: what a person writes, in their time zone.
+    let parsed = b.run(
+        "const now = new Date(2026, 2, 4, 9, 30).getTime();   // a Wednesday, 09:30 local
+         const p = (s) => window.screentape.parseWhen(s, now);
+         const at = (d, h, m, s = 0) => new Date(2026, 2, d, h, m, s).getTime();
+         return [
+           p('14:05') === at(3, 14, 5), p('8:15') === at(4, 8, 15), p('yesterday 14:05') === at(3, 14, 5),
+           p('today 7:00:30') === at(4, 7, 0, 30), p('mon 9:00') === at(2, 9, 0), p('2:05 pm') === at(3, 14, 5),
+           p('2026-03-01 23:59:59') === at(1, 23, 59, 59), p('-10m') === now - 600000, p('10 min ago') === now - 600000,
+           p('bogus') === null, p('25:00') === null,
+         ];",
+        json!({}),
+    );
+    assert!(parsed.as_array().unwrap().iter().all(|x| x == &json!(true)), "parseWhen: {parsed}");
+    let typed = b.run(
+        "const d = new Date(args.t);
+         const two = (n) => String(n).padStart(2, '0');
+         const text = `${d.getFullYear()}-${two(d.getMonth() + 1)}-${two(d.getDate())} ${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}`;
+         const f = document.getElementById('jump');
+         f.value = text;
+         f.dispatchEvent(new KeyboardEvent('keydown', { key: 'Enter', bubbles: true }));
+         await new Promise(r => setTimeout(r, 50));
+         await window.screentape.settled();
+         const wrong = document.getElementById('jump');
+         wrong.value = 'half past nine-ish';
+         wrong.dispatchEvent(new KeyboardEvent('keydown', { key: 'Enter', bubbles: true }));
+         await new Promise(r => setTimeout(r, 50));
+         return [text, window.screentape.currentWall(), document.getElementById('notice').textContent, wrong.classList.contains('bad')];",
+        json!({ "t": captures[33] }),
+    );
+    assert_eq!(typed[1], json!(captures[33] - 321), "typing {} goes there (the second, as typed): {typed}", typed[0]);
+    assert!(typed[2].as_str().unwrap().contains("Not a time") && typed[3] == json!(true), "nonsense is refused visibly: {typed}");
+    assert_eq!(b.csp_violations(), json!([]));
 }
