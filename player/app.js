@@ -601,17 +601,42 @@ function setupTimeline() {
     }
     busy = false;
   };
+  // Two fingers on a touch screen pinch the timeline: the time under their midpoint stays there.
+  const touches = new Map();
+  let pinch = null;
+  const fingers = () => [...touches.values()];
   canvas.addEventListener('pointerdown', (e) => {
-    dragging = true; canvas.setPointerCapture(e.pointerId);
+    try { canvas.setPointerCapture(e.pointerId); } catch (_) { /* a pointer the browser no longer tracks */ }
+    if (e.pointerType === 'touch') {
+      touches.set(e.pointerId, e.clientX);
+      if (touches.size === 2) {
+        dragging = false;
+        const [a, b] = fingers();
+        pinch = { dist: Math.max(Math.abs(a - b), 1), view: timelineWindow(), mid: timelineWallAt((a + b) / 2) };
+        return;
+      }
+    }
+    dragging = true;
     setFollowLive(false); video.pause();
     scrub(timelineWallAt(e.clientX));
   });
   canvas.addEventListener('pointermove', (e) => {
+    if (touches.has(e.pointerId)) touches.set(e.pointerId, e.clientX);
+    if (pinch && touches.size === 2) {
+      const [a, b] = fingers();
+      const span = (pinch.view.to - pinch.view.from) * pinch.dist / Math.max(Math.abs(a - b), 1);
+      const rect = canvas.getBoundingClientRect();
+      const next = Math.min(Math.max(span, VIEW_MIN), DAY);
+      setView(pinch.mid - (((a + b) / 2 - rect.left) / rect.width) * next, next);
+      return;
+    }
     const wall = timelineWallAt(e.clientX);
     showPreview(e.clientX, wall);
     if (dragging) scrub(wall);
   });
-  canvas.addEventListener('pointerup', () => { dragging = false; });
+  const lift = (e) => { dragging = false; touches.delete(e.pointerId); if (touches.size < 2) pinch = null; };
+  canvas.addEventListener('pointerup', lift);
+  canvas.addEventListener('pointercancel', lift);
   // Wheel (and a trackpad pinch, which browsers send as a wheel with ctrlKey): zoom around the
   // pointer; a sideways wheel or shift+wheel: move along.
   canvas.addEventListener('wheel', (e) => {

@@ -763,6 +763,21 @@ fn a_new_user_gets_a_plain_login_a_fitted_zoomable_timeline_honest_previews_live
     assert!(sp[1] < sp[0], "the wheel zooms in: {sp:?}");
     assert_eq!(sp[2..6], [3_600_000, 86_400_000, 3_600_000, 300_000], "[ and ] step through 1 h, 24 h, 1 h, 5 min: {sp:?}");
     assert_eq!(sp[6], sp[0], "\\ fits the footage again: {sp:?}");
+    // Two fingers moving apart on a touch screen zoom in (here to half the span).
+    let pinched = b.run(
+        "const c = document.getElementById('timeline'), r = c.getBoundingClientRect(), y = r.top + 30;
+         const span = () => { const w = window.screentape.timelineWindow(); return w.to - w.from; };
+         const ev = (type, id, x) => c.dispatchEvent(new PointerEvent(type, { pointerId: id, pointerType: 'touch', isPrimary: id === 11, clientX: x, clientY: y, bubbles: true }));
+         const before = span();
+         ev('pointerdown', 11, r.left + 500); ev('pointerdown', 12, r.left + 600);
+         ev('pointermove', 12, r.left + 700);
+         const after = span();
+         ev('pointerup', 12, r.left + 700); ev('pointerup', 11, r.left + 500);
+         return [before, after];",
+        json!({}),
+    );
+    let (p0, p1) = (pinched[0].as_f64().unwrap(), pinched[1].as_f64().unwrap());
+    assert!((p1 / p0 - 0.5).abs() < 0.01, "a pinch to twice the distance halves the span: {pinched}");
 
     // Hovering: over footage the label names the minute the preview shows, without noise
     // milliseconds; where nothing was recorded the box says so instead of staying black.
