@@ -515,6 +515,21 @@ fn press_until_marker(b: &Browser, key: &str, want: i64, within_ms: u64) -> (f64
 /// capture, and a step always leaves the player paused on the stepped-to capture.
 #[test]
 fn end_shows_the_newest_capture_late_in_its_minute_and_a_step_after_it_pauses() {
+    end_checks(Browser::start());
+}
+
+/// The same in Firefox ESR (the 4:2:0 variant).
+#[test]
+fn in_firefox_end_shows_the_newest_capture_and_a_step_after_it_pauses() {
+    match crate::browser::firefox() {
+        crate::browser::Firefox::Ready(binary, gecko) => end_checks(Browser::start_firefox(&binary, &gecko)),
+        crate::browser::Firefox::Unavailable(why) => {
+            eprintln!("\n!!!!!!!!\n!!! SKIPPED in_firefox_end_shows_the_newest_capture_and_a_step_after_it_pauses: Firefox cannot be had here ({why})\n!!!!!!!!\n");
+        }
+    }
+}
+
+fn end_checks(b: Browser) {
     let s = Server::start();
     let ann = s.add_user("ann", false);
     let (device, _) = s.add_device("ann-desktop", Some("ann"));
@@ -525,7 +540,7 @@ fn end_shows_the_newest_capture_late_in_its_minute_and_a_step_after_it_pauses() 
     upload_marked(&s, &device, &captures[..12], T0 + 2 * 60_000 + 30_000);
 
     // A first visit opens on the newest capture (1:59.999 so far).
-    let b = open_player(&s, "ann", &ann, "");
+    let b = open_player_in(b, &s, "ann", &ann, "");
     let st = screen_state(&b);
     assert_eq!(st["marker"], json!(11), "the page opens on the newest capture: {st}");
     assert_eq!(st["wall"], json!(captures[11]), "{st}");
