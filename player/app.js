@@ -386,6 +386,13 @@ async function showStill(wall, onlyIfReady) {
   hideStill();
   if (capture == null) return;
   const token = S.stillToken;
+  if (!stills.has(capture)) {
+    // Not fetched yet: ask the server (a decode) only once the player has rested on this capture
+    // for a moment, so dragging across the timeline does not queue a decode per position.
+    if (onlyIfReady) return;
+    await new Promise((r) => setTimeout(r, 120));
+    if (token !== S.stillToken || !video.paused) return;
+  }
   const e = stillEntry(capture);
   // The neighbours once this one is in: they share the server's few decoding slots.
   e.ready.then(() => { if (S.device) prefetchAround(capture); });
