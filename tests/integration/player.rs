@@ -163,7 +163,7 @@ fn player_checks(s: &Server) {
     let b = Browser::start();
 
     // A user without devices sees none of ann's.
-    login(&b, &s, "eve", &eve);
+    login(&b, s, "eve", &eve);
     let eve_devices = b.run(
         r#"
         // The player says so once it has the (empty) device list.
@@ -177,7 +177,7 @@ fn player_checks(s: &Server) {
     assert_eq!(eve_devices, json!(0), "eve sees no device");
     b.run("await fetch('/api/v1/logout', { method: 'POST' });", json!({}));
 
-    login(&b, &s, "ann", &ann);
+    login(&b, s, "ann", &ann);
     assert_eq!(wait_ready(&b)[0], json!(captures.len()));
     // scripts/bench-player sets this for the 50 + 50 of the issue; the test itself does fewer.
     let (n_seeks, n_steps) = match std::env::var("SCREENTAPE_PLAYER_BENCH").ok().and_then(|v| v.parse::<usize>().ok()) {
@@ -410,11 +410,7 @@ fn upload_marked_from(s: &Server, device: &str, captures: &[i64], first: usize, 
     s.advance_and_encode(now_ms);
 }
 
-/// Logs `user` in (in Chromium) and waits for the first frame.
-fn open_player(s: &Server, user: &str, v: &Viewer, query: &str) -> Browser {
-    open_player_in(Browser::start(), s, user, v, query)
-}
-
+/// Logs `user` in and waits for the first frame; `query` is added to the page's address.
 fn open_player_in(b: Browser, s: &Server, user: &str, v: &Viewer, query: &str) -> Browser {
     login(&b, s, user, v);
     wait_ready(&b);
@@ -697,7 +693,7 @@ fn paused_still_checks(b: Browser, query: &str) {
         assert_eq!(b.run("return window.screentape.currentWall();", json!({})), json!(captures[want]));
         let db = psnr_on_screen(want);
         eprintln!("{who}: {key} to capture {want}: still after {ms:.0} ms, {db:.1} dB");
-        assert!(ms >= 0.0 && ms < 400.0, "{key}: the prefetched still shows at once ({ms:.0} ms)");
+        assert!((0.0..400.0).contains(&ms), "{key}: the prefetched still shows at once ({ms:.0} ms)");
         assert!(db >= 45.0, "{key}: capture {want} on screen at {db:.1} dB");
     }
 
