@@ -522,7 +522,10 @@ function keepInView(wall) {
   if (wall == null) return;
   const { from, to } = timelineWindow();
   const span = to - from;
-  if (wall >= from + span * 0.02 && wall <= to - span * 0.02) return;
+  // Paused (a seek, a drag on the timeline): move only if the time is off screen, so a drag near
+  // an edge does not shift the strip under the pointer. Playing: slide before the edge.
+  const margin = video.paused ? 0 : span * 0.02;
+  if (wall >= from + margin && wall <= to - margin) return;
   setView(video.paused ? wall - span / 2 : wall - span * 0.1, span);
 }
 
