@@ -3,7 +3,8 @@
 //! Every layer is read as TOML values (the file as written; the environment and the CLI as
 //! strings) and each entry is deserialized on its own through serde, so a bad key or value is an
 //! error naming that key and where it came from, never a silent default. The layers are merged
-//! first and laid over the defaults once.
+//! first and laid over the defaults once, so the config knows what was set explicitly: the
+//! compaction preset and encoder options default per `compact_codec`.
 //!
 //! Why serde with `toml` and `humantime` (already dependencies) rather than figment or
 //! humantime-serde: the environment and CLI layers arrive as strings (`Layer`) while a file may be
@@ -71,7 +72,8 @@ pub struct CompactConfig {
     pub after: Duration,
     /// Most frames in one compacted segment: a seek decodes at most this many.
     pub max_frames: usize,
-    /// x264 (default) or av1 (libaom, 4:4:4; `preset` is then its cpu-used, 0-8).
+    /// x264 (default) or av1 (libaom, 4:4:4; `preset` is then its cpu-used, 0-8, and
+    /// `x264_params` its aom-params). `preset` and `x264_params` default per codec.
     pub codec: Codec,
     pub crf: f32,
     pub preset: String,
@@ -152,17 +154,49 @@ impl Default for Config {
                 after: Duration::from_secs(600),
                 max_frames: 90,
                 codec: Codec::X264,
-                // Chosen on the real-app corpus (docs/storage.md): long-range motion search for
-                // scrolling, eight references for windows switched back to, no deblocking of
-                // text edges, uniform quantisation. 13.7x at >= 48.4 dB on 1080p.
+                // With the x264 defaults below: 13.7x at >= 48.4 dB on 1080p (docs/storage.md).
                 crf: 22.0,
-                preset: "medium".into(),
-                x264_params: "aq-mode=0:psy=0:force-cfr=1:me=umh:merange=128:ref=8:rc-lookahead=10:no-deblock=1".into(),
+                preset: compact_defaults(Codec::X264).preset.into(),
+                x264_params: compact_defaults(Codec::X264).params.into(),
             },
             demo: false,
         }
     }
 }
+
+/// The compaction settings that depend on the codec: what `compact_preset` and
+/// `compact_x264_params` are when not set.
+pub struct CompactDefaults {
+    pub preset: &'static str,
+    pub params: &'static str,
+}
+
+/// The defaults of `codec`'s compaction preset and options.
+pub fn compact_defaults(codec: Codec) -> CompactDefaults {
+    match codec {
+        // Chosen on the real-app corpus (docs/storage.md): long-range motion search for
+        // scrolling, eight references for windows switched back to, no deblocking of
+        // text edges, uniform quantisation. 13.7x at >= 48.4 dB on 1080p.
+        Codec::X264 => CompactDefaults {
+            preset: "medium",
+            params: "aq-mode=0:psy=0:force-cfr=1:me=umh:merange=128:ref=8:rc-lookahead=10:no-deblock=1",
+        },
+        // cpu-used 6 is the AV1 profile measured in docs/storage.md; its screen-content tools are
+        // set by the encoder itself (media::ffmpeg), and libaom refuses x264 option names.
+        Codec::Av1 => CompactDefaults { preset: "6", params: "" },
+    }
+}
+
+/// libx264 options that libaom does not know (each checked against libaom-av1's aom-params: it
+/// refuses them, so every encode would fail). `aq-mode` and `tune` exist in both.
+const X264_ONLY_OPTIONS: &[&str] = &[
+    "psy", "psy-rd", "force-cfr", "me", "merange", "me-range", "mvrange", "ref", "frameref", "rc-lookahead",
+    "no-deblock", "deblock", "subme", "trellis", "8x8dct", "bframes", "b-adapt", "b-pyramid", "weightb", "weightp",
+    "direct", "mixed-refs", "fast-pskip", "dct-decimate", "keyint", "min-keyint", "scenecut", "cabac", "no-cabac",
+    "partitions", "mbtree", "no-mbtree", "qcomp", "ipratio", "pbratio", "aq-strength", "nr", "deadzone-inter",
+    "deadzone-intra", "open-gop", "qpmin", "qpmax", "qpstep", "vbv-maxrate", "vbv-bufsize", "chroma-qp-offset",
+    "threads",
+];
 
 /// Declares every key once: the `Raw` layer struct serde fills, `KEYS`, and how a set value
 /// lands in `Config`.
@@ -255,9 +289,19 @@ impl Raw {
         Raw::read(layer.iter().map(|(k, v)| (k.clone(), toml::Value::String(v.clone()))), origin)
     }
 
-    /// Lays these keys over `cfg`.
+    /// Lays these keys over `cfg`. A codec set here without its preset or options brings that
+    /// codec's defaults for them, where `cfg` still had the previous codec's defaults.
     fn lay_over(self, cfg: &mut Config) {
+        let codec_before = cfg.compact.codec;
+        let (preset_set, params_set) = (self.compact_preset.is_some(), self.compact_x264_params.is_some());
         self.set_fields(cfg);
+        let (before, now) = (compact_defaults(codec_before), compact_defaults(cfg.compact.codec));
+        if !preset_set && cfg.compact.preset == before.preset {
+            cfg.compact.preset = now.preset.into();
+        }
+        if !params_set && cfg.compact.x264_params == before.params {
+            cfg.compact.x264_params = now.params.into();
+        }
     }
 }
 
@@ -331,18 +375,26 @@ impl Config {
         if !PRESETS.contains(&self.encoder.preset.as_str()) {
             return bad("preset", "must be an x264 preset name such as veryfast or medium");
         }
-        if !(0.0..=51.0).contains(&self.compact.crf) {
-            return bad("compact_crf", "must be between 0 and 51");
-        }
+        check_params("x264_params", &self.encoder.x264_params, Codec::X264)?;
         match self.compact.codec {
-            Codec::X264 if !PRESETS.contains(&self.compact.preset.as_str()) => {
-                return bad("compact_preset", "must be an x264 preset name such as veryfast or medium");
+            Codec::X264 => {
+                if !(0.0..=51.0).contains(&self.compact.crf) {
+                    return bad("compact_crf", "must be between 0 and 51");
+                }
+                if !PRESETS.contains(&self.compact.preset.as_str()) {
+                    return bad("compact_preset", "must be an x264 preset name such as veryfast or medium");
+                }
             }
-            Codec::Av1 if !matches!(self.compact.preset.parse::<u8>(), Ok(0..=8)) => {
-                return bad("compact_preset", "with compact_codec = av1, the libaom cpu-used: 0 (slowest) to 8");
+            Codec::Av1 => {
+                if !(0.0..=63.0).contains(&self.compact.crf) {
+                    return bad("compact_crf", "with compact_codec = av1, the libaom crf: 0 to 63");
+                }
+                if !matches!(self.compact.preset.parse::<u8>(), Ok(0..=8)) {
+                    return bad("compact_preset", "with compact_codec = av1, the libaom cpu-used: 0 (slowest) to 8");
+                }
             }
-            _ => {}
         }
+        check_params("compact_x264_params", &self.compact.x264_params, self.compact.codec)?;
         let span_s = self.compact.span.as_secs();
         if self.compact.enabled() && (span_s % 60 != 0 || span_s < 120 || 3600 % span_s != 0 || self.compact.span.subsec_nanos() != 0) {
             return bad("compact_span", "must be 0 (off) or whole minutes dividing an hour, at least 2m (2m, 5m, 10m, 15m, 20m, 30m, 1h)");
@@ -363,6 +415,29 @@ impl Config {
     }
 }
 
+/// Encoder options as libav takes them: `key=value:key=value` (a bare `key` fails the encoder's
+/// open). With av1 they go to libaom, which fails on every x264 option name.
+fn check_params(key: &str, params: &str, codec: Codec) -> Result<(), ConfigError> {
+    let bad = |message: String| Err(ConfigError::Invalid { key: key.into(), message });
+    if params.is_empty() {
+        return Ok(());
+    }
+    for item in params.split(':') {
+        let Some((name, _)) = item.split_once('=') else {
+            return bad(format!("`{item}` is not key=value (options are `key=value:key=value`, e.g. `no-deblock=1`)"));
+        };
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return bad(format!("`{item}` is not key=value with an option name"));
+        }
+        if codec == Codec::Av1 && X264_ONLY_OPTIONS.contains(&name) {
+            return bad(format!(
+                "`{name}` is an x264 option, but with compact_codec = av1 these are libaom options (aom-params, \
+                 e.g. `enable-cdef=0`); leave it unset for the av1 default (none)"
+            ));
+        }
+    }
+    Ok(())
+}
 
 /// Values as serde reads them from any layer: typed TOML, or text (the environment and the CLI
 /// are text, and files have always accepted quoted numbers). Anything else is an error; nothing
@@ -691,5 +766,48 @@ mod tests {
         std::env::remove_var("SCREENTAPE_NOT_A_KEY_FOR_THIS_TEST");
         assert_eq!(env.get("compact_max_frames").map(String::as_str), Some("45"));
         assert!(env.keys().all(|k| KEYS.contains(&k.as_str())), "{env:?}");
+    }
+
+    #[test]
+    fn regression_defect_9_av1_compaction_gets_av1_defaults_not_x264_options() {
+        // Was: compact_codec = av1 kept the x264 preset ("medium", refused) and x264-params
+        // (handed to libaom, which fails every compaction).
+        let cfg = from_file("compact_codec = \"av1\"\n").unwrap();
+        assert_eq!(cfg.compact.codec, Codec::Av1);
+        assert_eq!(cfg.compact.preset, compact_defaults(Codec::Av1).preset);
+        assert_eq!(cfg.compact.x264_params, "", "no x264 options for libaom");
+        // From any layer; and explicit settings stay.
+        let cfg = Config::load(None, &layer(&[("compact_codec", "av1")]), &layer(&[("compact_preset", "3")])).unwrap();
+        assert_eq!((cfg.compact.preset.as_str(), cfg.compact.x264_params.as_str()), ("3", ""));
+        let cfg = from_file("compact_codec = \"av1\"\ncompact_x264_params = \"enable-cdef=0:sharpness=2\"\n").unwrap();
+        assert_eq!(cfg.compact.x264_params, "enable-cdef=0:sharpness=2");
+        // x264 keeps its own defaults.
+        let cfg = Config::load(None, &Layer::new(), &Layer::new()).unwrap();
+        assert_eq!(cfg.compact, Config::default().compact);
+        // `apply` over a config follows the codec too (the tests' way of setting it).
+        let mut cfg = Config::default();
+        cfg.apply(&layer(&[("compact_codec", "av1")])).unwrap();
+        assert_eq!((cfg.compact.preset.as_str(), cfg.compact.x264_params.as_str()), ("6", ""));
+        cfg.validate().unwrap();
+    }
+
+    #[test]
+    fn regression_defect_9_x264_options_with_av1_fail_validation_naming_the_key() {
+        let x264_default = compact_defaults(Codec::X264).params;
+        // The defect's path: a valid av1 preset with the x264 options handed on to libaom.
+        err_naming(from_file(&format!("compact_codec = \"av1\"\ncompact_preset = \"6\"\ncompact_x264_params = \"{x264_default}\"\n")), "compact_x264_params");
+        let text = err_naming(from_file(&format!("compact_codec = \"av1\"\ncompact_x264_params = \"{x264_default}\"\n")), "compact_x264_params");
+        assert!(text.contains("`psy`"), "{text}");
+        err_naming(from_file("compact_codec = \"av1\"\ncompact_x264_params = \"enable-cdef=0:merange=16\"\n"), "compact_x264_params");
+        err_naming(from_file("compact_codec = \"av1\"\ncompact_preset = \"medium\"\n"), "compact_preset");
+        err_naming(from_file("compact_codec = \"av1\"\ncompact_crf = 64\n"), "compact_crf");
+        assert_eq!(from_file("compact_codec = \"av1\"\ncompact_crf = 63\n").unwrap().compact.crf, 63.0);
+        // Option syntax libav refuses at open (bare keys), for either codec.
+        err_naming(from_file("compact_x264_params = \"no-deblock\"\n"), "compact_x264_params");
+        err_naming(from_file("x264_params = \"aq-mode=0:psy\"\n"), "x264_params");
+        // The x264 default is fine for x264.
+        let mut cfg = Config::default();
+        cfg.compact.x264_params = x264_default.into();
+        cfg.validate().unwrap();
     }
 }
