@@ -140,7 +140,7 @@ impl Default for Config {
                 crf: 20.0,
                 preset: "veryfast".into(),
                 // Uniform quantisation: AQ and psy-rd move bits away from exactly the
-                // high-contrast blocks (text) a screenshot must keep; see docs/codecs.md.
+                // high-contrast blocks (text) a screenshot must keep; see docs/performance.md.
                 x264_params: "aq-mode=0:psy=0:force-cfr=1".into(),
                 x264_threads: 1,
                 // One x264 4:4:4 1080p encoder holds ~135 MiB; half the cores keeps uploads fast
