@@ -163,6 +163,15 @@ fn captures_become_exact_frames_on_an_absolute_timeline() {
     let frames = ffmpeg::decode_segment(init, media).unwrap();
     let export_pts: Vec<i64> = frames.iter().map(|f| f.0).collect();
     assert_eq!(export_pts, vec![0, 10_250, 20_000, 35_500, 52_999, 60_000, 67_000, 77_000, 119_999]);
+    // A `<video src>` seeks in an export by Range requests.
+    let r = s
+        .get(&v.token, &format!("/api/v1/devices/{device}/export.mp4?from={}&to={}", T0 + 30_000, T0 + 2 * MIN))
+        .header("range", "bytes=100-199")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.headers()["content-range"], format!("bytes 100-199/{}", file.len()).as_str());
+    assert_eq!(&r.bytes().unwrap()[..], &file[100..200]);
 }
 
 #[test]
