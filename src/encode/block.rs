@@ -11,6 +11,7 @@ use crate::clock::MINUTE_MS;
 use crate::index::NewSegment;
 use crate::layout::{init_key, quarantine_key, spool_key};
 use crate::media::ffmpeg::encode_segment;
+use crate::media::Picture;
 
 /// A block encoded but not yet stored or committed.
 pub(super) struct EncodedBlock {
@@ -139,7 +140,21 @@ impl Encoder {
             Source::Carry => carry_of().1,
             Source::Capture(i) => captures[i].1,
         };
-        let encoded = encode_segment(settings, dims, &pts, planned.end_ms, fragment_index, |i| pictures.take(source_of(&planned.frames[i].1)));
+        // An upload identical to the one before it (same bytes) is the same picture: repeat the
+        // frame instead of decoding and converting it again. About a quarter of consecutive
+        // screenshots are identical on real desktops.
+        let repeats_previous = |i: usize| match (i.checked_sub(1).map(|p| planned.frames[p].1), planned.frames[i].1) {
+            (Some(Source::Capture(a)), Source::Capture(b)) => hashes[a].0 == hashes[b].0,
+            _ => false,
+        };
+        let encoded = encode_segment(settings, dims, &pts, planned.end_ms, fragment_index, |i| {
+            let capture_ms = source_of(&planned.frames[i].1);
+            if repeats_previous(i) {
+                pictures.skip(capture_ms);
+                return Ok(Picture::Repeat(dims));
+            }
+            pictures.take(capture_ms)
+        });
         let encoded = match encoded {
             Ok(e) => e,
             Err(e) => {
