@@ -118,6 +118,9 @@ pub struct Config {
     pub compact: CompactConfig,
     /// Feed a built-in demo device with generated screenshots.
     pub demo: bool,
+    /// Where the index lives: empty for SQLite in the data dir (the default), or
+    /// `postgres://USER:PASSWORD@HOST:PORT/DB` for a PostgreSQL database shared by several nodes.
+    pub index: String,
 }
 
 impl Default for Config {
@@ -160,6 +163,7 @@ impl Default for Config {
                 x264_params: compact_defaults(Codec::X264).params.into(),
             },
             demo: false,
+            index: String::new(),
         }
     }
 }
@@ -254,6 +258,7 @@ keys! {
     compact_preset: value::Word => compact.preset;
     compact_x264_params: value::Word => compact.x264_params;
     demo: value::Flag => demo;
+    index: value::Word => index;
 }
 
 /// Key/value pairs from one layer, as text.
@@ -363,6 +368,9 @@ impl Config {
         const PRESETS: &[&str] = &[
             "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo",
         ];
+        if !(self.index.is_empty() || self.index.starts_with("postgres://") || self.index.starts_with("postgresql://")) {
+            return bad("index", "must be empty (SQLite in the data dir) or postgres://USER:PASSWORD@HOST:PORT/DB");
+        }
         if self.retention < Duration::from_secs(120) {
             return bad("retention", "must be at least 2m");
         }

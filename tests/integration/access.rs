@@ -4,7 +4,12 @@ use crate::support::{shot, Server, T0};
 
 #[test]
 fn a_viewer_sees_only_its_devices_and_a_device_token_sees_nothing() {
-    let s = Server::start();
+    viewers_see_only_their_devices(Server::start());
+}
+
+/// Every viewing endpoint denies other users, device tokens and no credentials. Also run with
+/// the index in PostgreSQL.
+pub fn viewers_see_only_their_devices(s: Server) {
     let ann = s.add_user("ann", false);
     let bob = s.add_user("bob", false);
     let admin = s.add_user("root", true);

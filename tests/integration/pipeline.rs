@@ -96,7 +96,12 @@ fn assert_all_captures_match(segments: &[Fetched], originals: &BTreeMap<i64, Rgb
 
 #[test]
 fn captures_become_exact_frames_on_an_absolute_timeline() {
-    let s = Server::start();
+    exact_frames_on_an_absolute_timeline(Server::start());
+}
+
+/// Uploads → minutes with carries and a gap → playlist, segments, timeline, frames and an
+/// export, every frame checked against its upload. Also run with the index in PostgreSQL.
+pub fn exact_frames_on_an_absolute_timeline(s: Server) {
     let v = s.add_user("ann", false);
     let (device, token) = s.add_device("laptop", Some("ann"));
     // Minute 0: captures at :00.000, :10.250 …; minute 1 starts at :07 so it opens with a carry;
