@@ -6,13 +6,17 @@
 const $ = (id) => document.getElementById(id);
 const video = $('video');
 const MINUTE = 60000;
-const SPEEDS = [1, 2, 4, 8, 16];
+// Captures are ~10 s apart, so at 1× nothing moves for 10 s and playback looks frozen. 8× shows
+// each capture for about 1.25 s: long enough to read a line, short enough to look alive (an hour
+// plays in 7.5 minutes). The playhead turns yellow and trails while playing.
+const DEFAULT_SPEED = 8;
 
 const S = {
   hls: null,
   device: null,
   timeline: null,          // the timeline API's answer
   zoom: 'fit',             // 'fit' or a scale factor
+  view: null,              // the timeline's zoomed window { from, to } (wall ms), or null: all of it
   pan: { x: 0, y: 0 },
   range: { from: null, to: null },
   seekToken: 0,
@@ -20,6 +24,9 @@ const S = {
   ready: null,             // resolves when the first level is loaded
   lastSeek: null,          // the promise of the latest seek
   lastUrlUpdate: 0,
+  signedIn: false,         // whether /api/v1/me answered on this page
+  stillToken: 0,           // bumped whenever the overlay's subject changes
+  still: null,             // the overlay on screen: { capture, img } or null
 };
 
 // ---------- server ----------
@@ -35,7 +42,9 @@ async function api(path, options) {
     throw e;
   }
   if (response.status === 401) {
-    showLogin('Your session has ended; please log in again.');
+    // Only someone who was signed in on this page had a session that ended; a first visit
+    // (or a browser whose cookie expired while the page was closed) just gets the form.
+    showLogin(S.signedIn ? 'Your session has ended; please log in again.' : '');
     throw new AuthError('unauthorized');
   }
   if (!response.ok) throw new Error(`${path}: ${response.status}`);
@@ -139,11 +148,12 @@ function presentedFrame(timeoutMs) {
 // target is not buffered yet (docs/media-facts.md, "Timeline rules for frame-exact seeking"): re-seek until the target is buffered and the
 // presented frame is not later than the target.
 function seekWall(wall, options) {
+  if (!(options && options.keepLive)) setFollowLive(false);
   S.lastSeek = doSeek(wall, options || {});
   return S.lastSeek;
 }
 
-async function doSeek(wall, { skipGap = true }) {
+async function doSeek(wall, { skipGap = true, keepLive = false }) {
   const token = ++S.seekToken;
   await S.ready;
   const range = recordedRange();
@@ -156,8 +166,8 @@ async function doSeek(wall, { skipGap = true }) {
   const last = frags[frags.length - 1];
   if (last && target >= last.programDateTime + last.duration * 1000 && !S.reopening) {
     S.reopening = true;
-    try { await openDevice(S.device, target); } finally { S.reopening = false; }
-    return null;
+    try { await openDevice(S.device, target, keepLive); } finally { S.reopening = false; }
+    return token === S.seekToken - 1 ? { wall: target, mediaTime: video.currentTime, ms: 0 } : null;
   }
   const gap = gapAt(target);
   if (gap && skipGap) {
@@ -166,8 +176,8 @@ async function doSeek(wall, { skipGap = true }) {
   } else {
     notice(null);
   }
-  // Half a millisecond past the target so float rounding never lands on the previous frame.
-  const t = wallToMedia(target) + 0.0005;
+  showStill(target, true);
+  const t = seekTime(target);
   const started = performance.now();
   let meta = null;
   for (let attempt = 0; attempt < 6 && token === S.seekToken; attempt++) {
@@ -183,9 +193,33 @@ async function doSeek(wall, { skipGap = true }) {
     meta = await frame;
     if (!meta || meta.mediaTime <= t + 0.002 || !video.paused) break;
   }
+  if (token !== S.seekToken) return null;
+  showStill(target);
+  keepInView(target);
   updateClock();
   scheduleUrlUpdate();
   return { wall: target, mediaTime: meta ? meta.mediaTime : video.currentTime, ms: performance.now() - started };
+}
+
+function spanAt(wall) {
+  const tl = S.timeline;
+  return (tl && tl.recorded.find((r) => wall >= r.start_ms && wall < r.end_ms)) || null;
+}
+
+// The media time to set for showing the frame on screen at `wall`. Normally half a millisecond
+// past it, so float rounding never lands on the previous frame. But Chromium presents the last
+// frame of a stream (the newest capture, or the last one before a gap) only when the seek lands
+// exactly on its timestamp: past it, with no later frame to bound it, it shows nothing new (the
+// old picture, or black after the stream was reopened). So for such a frame, seek to its own
+// timestamp (plus 0.2 µs: Chromium keeps microseconds, and this survives truncation or rounding).
+function seekTime(wall) {
+  const caps = (S.timeline && S.timeline.captures) || [];
+  const span = spanAt(wall);
+  const i = captureIndexAtOrBefore(wall);
+  if (span && i >= 0 && caps[i] >= span.start_ms && (i + 1 >= caps.length || caps[i + 1] >= span.end_ms)) {
+    return wallToMedia(caps[i]) + 2e-7;
+  }
+  return wallToMedia(wall) + 0.0005;
 }
 
 function captureIndexAtOrBefore(wall) {
@@ -222,7 +256,7 @@ function togglePlay() {
 }
 
 function play() {
-  S.followLive = false;
+  setFollowLive(false);
   video.playbackRate = Number($('speed').value);
   video.play().catch(() => {});
 }
@@ -232,14 +266,38 @@ function setSpeed(rate) {
   video.playbackRate = rate;
 }
 
-async function goLive() {
-  await refreshTimeline();
+// End / Live: show the newest capture, paused, and keep showing the newest one as new minutes
+// are encoded (followLive), until the person seeks, steps or plays. Playing from the newest
+// capture would only run into the end of the footage: nothing newer exists yet.
+function goLive() {
+  S.lastSeek = liveSeek();
+  return S.lastSeek;
+}
+
+async function liveSeek() {
+  video.pause();
+  const before = S.seekToken;
+  await refreshTimeline(false);
   const tl = S.timeline;
-  if (!tl || !tl.captures.length) return;
-  await seekWall(tl.captures[tl.captures.length - 1]);
-  S.followLive = true;
-  setSpeed(1);
-  video.play().catch(() => {});
+  // Another seek or step began meanwhile: it wins.
+  if (!tl || !tl.captures.length || S.seekToken !== before) return null;
+  const r = await seekWall(tl.captures[tl.captures.length - 1], { keepLive: true });
+  if (r) setFollowLive(true);
+  return r;
+}
+
+function setFollowLive(on) {
+  S.followLive = on;
+  $('live').classList.toggle('on', on);
+}
+
+// While following live, a newer capture in the timeline is shown as soon as it is known.
+function followNewest() {
+  const tl = S.timeline;
+  if (!S.followLive || !tl || !tl.captures.length || !video.paused) return;
+  const newest = tl.captures[tl.captures.length - 1];
+  const wall = currentWall();
+  if (wall != null && newest > wall) seekWall(newest, { keepLive: true });
 }
 
 // While playing, jump over gaps instead of stalling in them. Playback resumes after the jump only
@@ -264,6 +322,94 @@ function skipGaps() {
   video.addEventListener('pause', onPause);
 }
 
+// ---------- exact stills while paused ----------
+// The video is lossy, and where the browser plays only the 4:2:0 variant (Firefox, Safari) thin
+// coloured text is unreadable (about 29 dB). While paused, the player lays the server's PNG of
+// the capture on screen (frame.png, decoded from the stored 4:4:4 segment) exactly over the
+// video: same box, same zoom and pan. The previous and next captures' PNGs are fetched ahead so
+// a step shows its still at once. An overlay never shows another time than the one asked for:
+// it is hidden the moment the subject changes, and shown again only when the right PNG is ready.
+
+const STILLS_KEPT = 16;
+const stills = new Map();      // capture ms -> { img, ready: Promise<boolean> }
+
+// The capture on screen at `wall` (as in docs/api.md: each frame lasts until the next capture;
+// a recorded stretch starts with its first capture), or null outside the footage.
+function captureShownAt(wall) {
+  const caps = (S.timeline && S.timeline.captures) || [];
+  const span = spanAt(wall);
+  if (!span) return null;
+  const i = captureIndexAtOrBefore(wall);
+  if (i >= 0 && caps[i] >= span.start_ms) return caps[i];
+  return i + 1 < caps.length && caps[i + 1] < span.end_ms ? caps[i + 1] : null;
+}
+
+function stillEntry(capture) {
+  let e = stills.get(capture);
+  if (e) { stills.delete(capture); stills.set(capture, e); return e; }   // most recently used last
+  const img = new Image();
+  img.alt = '';
+  img.className = 'still';
+  img.dataset.capture = String(capture);
+  img.draggable = false;
+  const loaded = new Promise((resolve) => {
+    img.addEventListener('load', () => resolve(true), { once: true });
+    img.addEventListener('error', () => resolve(false), { once: true });
+  });
+  img.src = `/api/v1/devices/${S.device}/frame.png?t=${capture}`;
+  e = { img, ok: null };
+  e.ready = loaded.then((ok) => (ok ? img.decode().then(() => true, () => true) : false)).then((ok) => { e.ok = ok; return ok; });
+  stills.set(capture, e);
+  for (const key of stills.keys()) {
+    if (stills.size <= STILLS_KEPT) break;
+    if (!S.still || S.still.capture !== key) stills.delete(key);
+  }
+  return e;
+}
+
+function placeStill(img, vw, vh) {
+  img.style.width = vw + 'px';
+  img.style.height = vh + 'px';
+  img.style.transform = video.style.transform;
+}
+
+function hideStill() {
+  S.stillToken++;
+  if (S.still) { S.still.img.remove(); S.still = null; }
+}
+
+// Shows the still of the capture on screen at `wall` once it is ready, if the player is paused
+// then. `onlyIfReady`: show it only if it is already loaded (a seek just started), else hide.
+async function showStill(wall, onlyIfReady) {
+  const capture = video.paused && S.device ? captureShownAt(wall) : null;
+  if (S.still && S.still.capture === capture) { prefetchAround(capture); return; }
+  hideStill();
+  if (capture == null) return;
+  const token = S.stillToken;
+  if (!stills.has(capture)) {
+    // Not fetched yet: ask the server (a decode) only once the player has rested on this capture
+    // for a moment, so dragging across the timeline does not queue a decode per position.
+    if (onlyIfReady) return;
+    await new Promise((r) => setTimeout(r, 120));
+    if (token !== S.stillToken || !video.paused) return;
+  }
+  const e = stillEntry(capture);
+  // The neighbours once this one is in: they share the server's few decoding slots.
+  e.ready.then(() => { if (S.device) prefetchAround(capture); });
+  if (onlyIfReady && e.ok !== true) return;
+  const ok = e.ok === true || await e.ready;
+  if (!ok || token !== S.stillToken || !video.paused) return;
+  placeStill(e.img, video.videoWidth || e.img.naturalWidth, video.videoHeight || e.img.naturalHeight);
+  $('stage').insertBefore(e.img, $('notice'));
+  S.still = { capture, img: e.img };
+}
+
+function prefetchAround(capture) {
+  const caps = (S.timeline && S.timeline.captures) || [];
+  const i = captureIndexAtOrBefore(capture);
+  for (const j of [i + 1, i - 1]) if (j >= 0 && j < caps.length) stillEntry(caps[j]);
+}
+
 // ---------- view: zoom and pan ----------
 
 function layout() {
@@ -284,7 +430,10 @@ function layout() {
     S.pan.x = Math.min(Math.max(S.pan.x, minX), maxX);
     S.pan.y = Math.min(Math.max(S.pan.y, minY), maxY);
   }
+  // Whole pixels: at 1:1 a fractional offset would resample (blur) the picture.
+  S.pan.x = Math.round(S.pan.x); S.pan.y = Math.round(S.pan.y);
   video.style.transform = `translate(${S.pan.x}px, ${S.pan.y}px) scale(${scale})`;
+  if (S.still) placeStill(S.still.img, vw, vh);
   stage.classList.toggle('zoomed', S.zoom !== 'fit');
   stage.classList.toggle('pixelated', scale >= 2);
   return scale;
@@ -307,11 +456,77 @@ function currentScale() { return S.zoom === 'fit' ? layout() : S.zoom; }
 
 // ---------- timeline ----------
 
-function timelineWindow() {
+const HOUR = 3600000;
+const DAY = 24 * HOUR;
+const VIEW_MIN = 5 * MINUTE;
+const VIEW_LEVELS = [DAY, HOUR, 5 * MINUTE];     // [ and ] step through these
+
+// What the timeline can show: the retention window the timeline API answered for.
+function timelineBounds() {
   const tl = S.timeline;
   const to = tl ? tl.to_ms : Date.now();
-  const from = tl ? Math.max(tl.from_ms, to - 24 * 3600000) : to - 24 * 3600000;
-  return { from, to };
+  return { from: tl ? Math.max(tl.from_ms, to - DAY) : to - DAY, to };
+}
+
+// The part of it on screen: S.view (zoomed) clamped to the bounds, or the whole of them.
+function timelineWindow() {
+  const b = timelineBounds();
+  if (!S.view) return b;
+  const span = Math.min(Math.max(S.view.to - S.view.from, VIEW_MIN), b.to - b.from);
+  const from = Math.min(Math.max(S.view.from, b.from), b.to - span);
+  return { from, to: from + span };
+}
+
+function setView(from, span) {
+  const b = timelineBounds();
+  span = Math.min(Math.max(span, VIEW_MIN), b.to - b.from);
+  from = Math.min(Math.max(from, b.from), b.to - span);
+  S.view = { from, to: from + span };
+  drawTimeline();
+}
+
+// Zooms the timeline by `factor` (< 1: in) keeping `anchor` (a wall time) where it is on screen.
+function zoomTimeline(factor, anchor) {
+  const { from, to } = timelineWindow();
+  const span = to - from;
+  const wall = anchor ?? currentWall() ?? (from + to) / 2;
+  const next = Math.min(Math.max(span * factor, VIEW_MIN), DAY);
+  setView(wall - (wall - from) * (next / span), next);
+}
+
+// [ / ]: the next coarser / finer of 24 h, 1 h, 5 min, around the playhead.
+function stepTimelineLevel(direction) {
+  const { from, to } = timelineWindow();
+  const span = to - from;
+  const finer = VIEW_LEVELS.filter((l) => l < span * 0.99);
+  const coarser = VIEW_LEVELS.filter((l) => l > span * 1.01);
+  const next = direction > 0 ? finer[0] : coarser[coarser.length - 1];
+  if (next) setTimelineSpan(next);
+}
+
+function setTimelineSpan(span) {
+  const wall = currentWall() ?? (timelineWindow().from + timelineWindow().to) / 2;
+  setView(wall - span / 2, span);
+}
+
+// The recorded footage with a margin, at least 5 minutes: what a first open shows.
+function fitTimeline() {
+  const r = recordedRange();
+  if (!r) { S.view = null; drawTimeline(); return; }
+  const span = Math.max((r.to - r.from) * 1.08, VIEW_MIN);
+  setView((r.from + r.to) / 2 - span / 2, span);
+}
+
+// Keeps `wall` on screen: while playing the window slides along; a seek outside it recentres it.
+function keepInView(wall) {
+  if (wall == null) return;
+  const { from, to } = timelineWindow();
+  const span = to - from;
+  // Paused (a seek, a drag on the timeline): move only if the time is off screen, so a drag near
+  // an edge does not shift the strip under the pointer. Playing: slide before the edge.
+  const margin = video.paused ? 0 : span * 0.02;
+  if (wall >= from + margin && wall <= to - margin) return;
+  setView(video.paused ? wall - span / 2 : wall - span * 0.1, span);
 }
 
 function drawTimeline() {
@@ -340,22 +555,39 @@ function drawTimeline() {
     g.fillStyle = 'rgba(120,170,255,.35)';
     g.fillRect(x(Math.min(a, b)), 18, Math.max(2, Math.abs(x(b) - x(a))), 30);
   }
-  // hour ticks in the viewer's time zone
+  // Ticks in the viewer's time zone, as dense as the zoom allows; a label that would be cut off
+  // at the right edge is left out.
   g.fillStyle = '#aaa'; g.strokeStyle = '#555'; g.font = '11px system-ui, sans-serif'; g.textBaseline = 'top';
-  const hour = new Date(from); hour.setMinutes(0, 0, 0);
-  let t = hour.getTime() + 3600000;
-  const every = w < 700 ? 3 : w < 1100 ? 2 : 1;
-  for (; t < to; t += 3600000) {
+  const steps = [10000, 30000, MINUTE, 2 * MINUTE, 5 * MINUTE, 10 * MINUTE, 15 * MINUTE, 30 * MINUTE, HOUR, 2 * HOUR, 3 * HOUR, 6 * HOUR];
+  const step = steps.find((st) => (st / (to - from)) * w >= 64) || 6 * HOUR;
+  const tz = new Date(from).getTimezoneOffset() * MINUTE;
+  S.tickLabels = [];
+  for (let t = Math.ceil((from - tz) / step) * step + tz; t < to; t += step) {
     const d = new Date(t);
     g.beginPath(); g.moveTo(x(t) + 0.5, 16); g.lineTo(x(t) + 0.5, 48); g.stroke();
-    if (d.getHours() % every === 0) g.fillText(d.getHours().toString().padStart(2, '0') + ':00', x(t) + 3, 3);
+    const label = String(d.getHours()).padStart(2, '0') + ':' + String(d.getMinutes()).padStart(2, '0') +
+      (step < MINUTE ? ':' + String(d.getSeconds()).padStart(2, '0') : '');
+    const lw = g.measureText(label).width;
+    if (x(t) + 3 + lw <= w) { g.fillText(label, x(t) + 3, 3); S.tickLabels.push({ label, x: x(t) + 3, width: lw }); }
   }
+  // the span shown, at the right end of the lower edge
+  const spanText = (to - from) >= HOUR ? `${+((to - from) / HOUR).toFixed(1)} h` : `${Math.round((to - from) / MINUTE)} min`;
+  g.textBaseline = 'bottom'; g.fillStyle = '#777';
+  g.fillText(spanText, w - g.measureText(spanText).width - 4, h - 1);
   // playhead
   const wall = currentWall();
   if (wall != null) {
-    g.fillStyle = '#fff';
+    // Playing, the playhead is yellow and trails the last seconds it crossed, so movement shows.
+    const playing = !video.paused;
+    if (playing) {
+      const rate = video.playbackRate || 1;
+      const trail = Math.max(x(wall) - x(wall - 3000 * rate), 6);
+      g.fillStyle = 'rgba(255, 214, 10, .35)';
+      g.fillRect(x(wall) - trail, 18, trail, 30);
+    }
+    g.fillStyle = playing ? '#ffd60a' : '#fff';
     g.fillRect(x(wall) - 1, 14, 2, 36);
-    g.beginPath(); g.moveTo(x(wall) - 5, 50); g.lineTo(x(wall) + 5, 50); g.lineTo(x(wall), 44); g.fill();
+    g.beginPath(); g.moveTo(x(wall) - 6, 52); g.lineTo(x(wall) + 6, 52); g.lineTo(x(wall), 44); g.fill();
   }
 }
 
@@ -379,45 +611,143 @@ function setupTimeline() {
     }
     busy = false;
   };
+  // Two fingers on a touch screen pinch the timeline: the time under their midpoint stays there.
+  const touches = new Map();
+  let pinch = null;
+  const fingers = () => [...touches.values()];
   canvas.addEventListener('pointerdown', (e) => {
-    dragging = true; canvas.setPointerCapture(e.pointerId);
-    S.followLive = false; video.pause();
+    try { canvas.setPointerCapture(e.pointerId); } catch (_) { /* a pointer the browser no longer tracks */ }
+    if (e.pointerType === 'touch') {
+      touches.set(e.pointerId, e.clientX);
+      if (touches.size === 2) {
+        dragging = false;
+        const [a, b] = fingers();
+        pinch = { dist: Math.max(Math.abs(a - b), 1), view: timelineWindow(), mid: timelineWallAt((a + b) / 2) };
+        return;
+      }
+    }
+    dragging = true;
+    setFollowLive(false); video.pause();
     scrub(timelineWallAt(e.clientX));
   });
   canvas.addEventListener('pointermove', (e) => {
+    if (touches.has(e.pointerId)) touches.set(e.pointerId, e.clientX);
+    if (pinch && touches.size === 2) {
+      const [a, b] = fingers();
+      const span = (pinch.view.to - pinch.view.from) * pinch.dist / Math.max(Math.abs(a - b), 1);
+      const rect = canvas.getBoundingClientRect();
+      const next = Math.min(Math.max(span, VIEW_MIN), DAY);
+      setView(pinch.mid - (((a + b) / 2 - rect.left) / rect.width) * next, next);
+      return;
+    }
     const wall = timelineWallAt(e.clientX);
     showPreview(e.clientX, wall);
     if (dragging) scrub(wall);
   });
-  canvas.addEventListener('pointerup', () => { dragging = false; });
+  const lift = (e) => { dragging = false; touches.delete(e.pointerId); if (touches.size < 2) pinch = null; };
+  canvas.addEventListener('pointerup', lift);
+  canvas.addEventListener('pointercancel', lift);
+  // Wheel (and a trackpad pinch, which browsers send as a wheel with ctrlKey): zoom around the
+  // pointer; a sideways wheel or shift+wheel: move along.
+  canvas.addEventListener('wheel', (e) => {
+    e.preventDefault();
+    const { from, to } = timelineWindow();
+    const sideways = Math.abs(e.deltaX) > Math.abs(e.deltaY) ? e.deltaX : (e.shiftKey ? e.deltaY : 0);
+    if (sideways) { setView(from + (sideways / canvas.clientWidth) * (to - from), to - from); return; }
+    const factor = Math.pow(e.ctrlKey ? 1.01 : 1.0015, e.deltaY * (e.deltaMode === 1 ? 33 : 1));
+    zoomTimeline(factor, timelineWallAt(e.clientX));
+  }, { passive: false });
   canvas.addEventListener('pointerleave', () => { $('preview').hidden = true; });
 }
 
+// The preview is the frame on screen at the start of the hovered minute (thumb.png), so its label
+// names that minute, not the pointer's millisecond. Where nothing was recorded it says so.
 function showPreview(clientX, wall) {
   const preview = $('preview');
   const rect = $('timeline').getBoundingClientRect();
   preview.style.left = Math.min(Math.max(clientX - rect.left, 125), rect.width - 125) + 'px';
-  $('preview-time').textContent = fmt(wall) + (gapAt(wall) ? ' · no recording' : '');
   const minute = Math.floor(wall / MINUTE) * MINUTE;
-  const range = recordedRange();
+  const span = spanAt(wall);
   const img = $('preview-img');
-  if (range && wall >= range.from && wall < range.to && !gapAt(wall)) {
-    const src = `/api/v1/devices/${S.device}/thumb.png?t=${minute}`;
+  const empty = $('preview-empty');
+  if (span) {
+    const shown = Math.max(minute, span.start_ms);
+    const src = `/api/v1/devices/${S.device}/thumb.png?t=${shown}`;
     if (img.dataset.src !== src) { img.dataset.src = src; img.src = src; }
-    img.style.visibility = 'visible';
+    img.hidden = false;
+    empty.hidden = true;
+    $('preview-time').textContent = fmt(shown, false);
   } else {
-    img.style.visibility = 'hidden';
+    img.hidden = true;
+    empty.hidden = false;
+    $('preview-time').textContent = fmt(minute, false).replace(/:00$/, '');
   }
   preview.hidden = false;
 }
 
+// ---------- typed times ----------
+
+const WEEKDAYS = ['sun', 'mon', 'tue', 'wed', 'thu', 'fri', 'sat'];
+
+// A time as a person types it, in the viewer's time zone, relative to `now` (ms):
+//   "14:05", "14:05:30", "14:05:30.250", "2pm", "2:05 pm"   the latest such time not after now
+//   "today 14:05", "yesterday 14:05", "mon 9:00"            on that day (a weekday: the latest one)
+//   "2025-11-26 14:05", "2025-11-26T14:05:30", "26.11. 14:05", "11/26 14:05"   on that date
+//   "-10m", "-2h", "-90s", "10 min ago", "now"              relative to now
+// Returns unix ms, or null if it cannot be read.
+function parseWhen(input, now) {
+  let s = String(input || '').trim().toLowerCase().replace(/\s+/g, ' ');
+  if (!s) return null;
+  if (s === 'now' || s === 'live') return now;
+  const unit = { s: 1000, sec: 1000, second: 1000, seconds: 1000, m: 60000, min: 60000, mins: 60000, minute: 60000, minutes: 60000,
+    h: 3600000, hour: 3600000, hours: 3600000, d: 86400000, day: 86400000, days: 86400000 };
+  let m = s.match(/^-\s*(\d+(?:\.\d+)?)\s*([a-z]+)$/) || s.match(/^(\d+(?:\.\d+)?)\s*([a-z]+) ago$/);
+  if (m && unit[m[2]]) return Math.round(now - Number(m[1]) * unit[m[2]]);
+  if (/^\d{12,}$/.test(s)) return Number(s);             // unix ms, as in a link
+  let day = null, weekday = null, noYear = false;
+  const base = new Date(now);
+  const consume = (re) => { const r = s.match(re); if (r) s = s.slice(r[0].length).replace(/^[ t,]+/, ''); return r; };
+  if (consume(/^today\b/)) day = new Date(base.getFullYear(), base.getMonth(), base.getDate());
+  else if (consume(/^yesterday\b/)) day = new Date(base.getFullYear(), base.getMonth(), base.getDate() - 1);
+  else if ((m = consume(/^(\d{4})-(\d{1,2})-(\d{1,2})/))) day = new Date(+m[1], +m[2] - 1, +m[3]);
+  else if ((m = consume(/^(\d{1,2})\.(\d{1,2})\.(\d{4})?/))) { day = new Date(m[3] ? +m[3] : base.getFullYear(), +m[2] - 1, +m[1]); noYear = !m[3]; }
+  else if ((m = consume(/^(\d{1,2})\/(\d{1,2})(?:\/(\d{4}))?(?=[ t,]|$)/))) { day = new Date(m[3] ? +m[3] : base.getFullYear(), +m[1] - 1, +m[2]); noYear = !m[3]; }
+  else if ((m = consume(/^(sun|mon|tue|wed|thu|fri|sat)[a-z]*\b/))) weekday = WEEKDAYS.indexOf(m[1]);
+  let h = 0, mi = 0, sec = 0, ms = 0;
+  if (s) {
+    m = s.match(/^(\d{1,2})(?::(\d{2})(?::(\d{2})(?:[.,](\d{1,3}))?)?)?\s*(am|pm)?$/);
+    if (!m || (m[2] === undefined && !m[5])) return null;   // a bare number is not a time
+    h = +m[1]; mi = +(m[2] || 0); sec = +(m[3] || 0); ms = m[4] ? +m[4].padEnd(3, '0') : 0;
+    if (m[5]) { if (h < 1 || h > 12) return null; h = (h % 12) + (m[5] === 'pm' ? 12 : 0); }
+    if (h > 23 || mi > 59 || sec > 59) return null;
+  } else if (day == null && weekday == null) {
+    return null;
+  }
+  if (day == null && weekday == null) {
+    // A time alone: the latest such moment not after now (so at 09:00, "14:05" is yesterday's).
+    const t = new Date(base.getFullYear(), base.getMonth(), base.getDate(), h, mi, sec, ms);
+    if (t.getTime() > now) t.setDate(t.getDate() - 1);
+    return t.getTime();
+  }
+  if (weekday != null) {
+    const back = (base.getDay() - weekday + 7) % 7;
+    day = new Date(base.getFullYear(), base.getMonth(), base.getDate() - back);
+  }
+  if (isNaN(day.getTime())) return null;
+  const t = new Date(day.getFullYear(), day.getMonth(), day.getDate(), h, mi, sec, ms);
+  // "mon 9:00" early on a Monday, or "26.11." without a year: the latest one, not a future one.
+  if (t.getTime() > now && weekday != null) t.setDate(t.getDate() - 7);
+  if (t.getTime() > now && noYear) t.setFullYear(t.getFullYear() - 1);
+  return t.getTime();
+}
+
 // ---------- chrome ----------
 
-function fmt(wall) {
+function fmt(wall, withMs = true) {
   if (wall == null) return '';
   const d = new Date(wall);
   return d.toLocaleDateString(undefined, { weekday: 'short', day: 'numeric', month: 'short' }) + ' ' +
-    d.toLocaleTimeString(undefined, { hour12: false }) + '.' + String(d.getMilliseconds()).padStart(3, '0');
+    d.toLocaleTimeString(undefined, { hour12: false }) + (withMs ? '.' + String(d.getMilliseconds()).padStart(3, '0') : '');
 }
 
 let noticeTimer = null;
@@ -473,7 +803,7 @@ function markRange(which) {
 
 // ---------- loading ----------
 
-async function refreshTimeline() {
+async function refreshTimeline(follow = true) {
   if (!S.device) return;
   try {
     S.timeline = await (await api(`/api/v1/devices/${S.device}/timeline`)).json();
@@ -482,13 +812,18 @@ async function refreshTimeline() {
     if (!(e instanceof AuthError)) setStatus('The server cannot be reached; retrying…', true);
   }
   drawTimeline();
+  if (follow) followNewest();
 }
 
-async function openDevice(id, startWall) {
+async function openDevice(id, startWall, live) {
+  setFollowLive(false);
+  const other = id !== S.device;
+  if (other) { hideStill(); stills.clear(); }
   S.device = id;
   S.range = { from: null, to: null };
   $('dl-range').hidden = true;
   await refreshTimeline();
+  if (other) fitTimeline();
   if (S.hls) S.hls.destroy();
   const hls = new Hls({ startPosition: 0, maxBufferLength: 120, backBufferLength: 600, liveDurationInfinity: true });
   S.hls = hls;
@@ -536,7 +871,8 @@ async function openDevice(id, startWall) {
   if (!S.timeline || !S.timeline.captures.length) return;
   await S.ready;
   const caps = S.timeline.captures;
-  await seekWall(startWall ?? caps[caps.length - 1]);
+  const r = await seekWall(startWall ?? caps[caps.length - 1], { keepLive: live });
+  if (r && live) setFollowLive(true);
 }
 
 function reopenAtSameMoment() {
@@ -553,6 +889,7 @@ async function start() {
     if (!(e instanceof AuthError)) setTimeout(start, 3000);
     return;
   }
+  S.signedIn = true;
   $('login').hidden = true;
   $('main').hidden = false;
   const devices = await (await api('/api/v1/devices')).json();
@@ -564,7 +901,8 @@ async function start() {
   layout();
   if (!devices.length) { setStatus('No devices yet: add one with `screentape device add NAME`.'); return; }
   const t = params.get('t');
-  await openDevice(select.value, t && /^\d+$/.test(t) ? Number(t) : undefined);
+  const at = t && /^\d+$/.test(t) ? Number(t) : undefined;
+  await openDevice(select.value, at, at === undefined);
 }
 
 // ---------- wiring ----------
@@ -588,6 +926,9 @@ function onKey(e) {
   else if (k === '+' || k === '=') zoomTo(currentScale() * 1.25);
   else if (k === '-') zoomTo(currentScale() / 1.25);
   else if (k === '1') zoomTo(1);
+  else if (k === ']') stepTimelineLevel(1);
+  else if (k === '[') stepTimelineLevel(-1);
+  else if (k === '\\') fitTimeline();
   else if (k === 'i') markRange('from');
   else if (k === 'o') markRange('to');
   else if (k === '?') { if ($('help').open) $('help').close(); else $('help').showModal(); }
@@ -596,6 +937,7 @@ function onKey(e) {
 }
 
 function wire() {
+  $('speed').value = String(DEFAULT_SPEED);
   document.addEventListener('keydown', onKey);
   $('play').addEventListener('click', togglePlay);
   $('speed').addEventListener('change', () => { video.playbackRate = Number($('speed').value); });
@@ -604,10 +946,16 @@ function wire() {
   $('prev-min').addEventListener('click', () => stepTime(-MINUTE));
   $('next-min').addEventListener('click', () => stepTime(MINUTE));
   $('live').addEventListener('click', goLive);
-  $('jump-go').addEventListener('click', () => {
-    const v = $('jump').value;
-    if (v) seekWall(new Date(v).getTime());
-  });
+  const jump = () => {
+    const text = $('jump').value;
+    const wall = parseWhen(text, Date.now());
+    $('jump').classList.toggle('bad', wall == null);
+    if (wall == null) { notice(`Not a time: “${text}”. Try 14:05, yesterday 14:05, 2025-11-26 14:05:30 or -10m.`); return; }
+    seekWall(wall);
+  };
+  $('jump-go').addEventListener('click', jump);
+  $('jump').addEventListener('keydown', (e) => { if (e.key === 'Enter') { e.preventDefault(); jump(); } });
+  $('jump').addEventListener('input', () => $('jump').classList.remove('bad'));
   $('zoom-fit').addEventListener('click', () => zoomTo('fit'));
   $('zoom-1').addEventListener('click', () => zoomTo(1));
   $('zoom-in').addEventListener('click', () => zoomTo(currentScale() * 1.25));
@@ -615,8 +963,8 @@ function wire() {
   $('mark-in').addEventListener('click', () => markRange('from'));
   $('mark-out').addEventListener('click', () => markRange('to'));
   $('help-button').addEventListener('click', () => $('help').showModal());
-  $('device').addEventListener('change', (e) => openDevice(e.target.value));
-  $('logout').addEventListener('click', async () => { await fetch('/api/v1/logout', { method: 'POST' }); showLogin(); });
+  $('device').addEventListener('change', (e) => openDevice(e.target.value, undefined, true));
+  $('logout').addEventListener('click', async () => { await fetch('/api/v1/logout', { method: 'POST' }); S.signedIn = false; showLogin(); });
   $('login-form').addEventListener('submit', async (e) => {
     e.preventDefault();
     const form = new FormData(e.target);
@@ -661,16 +1009,21 @@ function wire() {
   video.addEventListener('loadedmetadata', layout);
   video.addEventListener('resize', layout);
   window.addEventListener('resize', () => { layout(); drawTimeline(); });
-  video.addEventListener('timeupdate', () => { updateClock(); skipGaps(); scheduleUrlUpdate(); });
-  video.addEventListener('play', updateClock);
-  video.addEventListener('pause', updateClock);
+  video.addEventListener('timeupdate', () => { if (!video.paused) keepInView(currentWall()); updateClock(); skipGaps(); scheduleUrlUpdate(); });
+  for (const [id, span] of [['tl-24h', DAY], ['tl-1h', HOUR], ['tl-5m', 5 * MINUTE]]) $(id).addEventListener('click', () => setTimelineSpan(span));
+  $('tl-fit').addEventListener('click', fitTimeline);
+  video.addEventListener('play', () => { hideStill(); updateClock(); });
+  video.addEventListener('pause', () => { const w = currentWall(); if (w != null) showStill(w); updateClock(); });
   setupTimeline();
   setInterval(refreshTimeline, 30000);
+  // Following live: look for newer captures more often than hls.js reloads a long playlist.
+  setInterval(() => { if (S.followLive) refreshTimeline(); }, 10000);
 }
 
 // For tests and scripting: the same operations the controls use.
 window.screentape = {
-  seekWall, stepScreenshot, stepTime, goLive, play, setSpeed, togglePlay, zoomTo,
+  seekWall, stepScreenshot, parseWhen, timelineWindow, zoomTimeline, fitTimeline,
+  tickLabels: () => S.tickLabels || [], stepTime, goLive, play, setSpeed, togglePlay, zoomTo,
   currentWall, wallToMedia, mediaToWall,
   state: () => ({ device: S.device, timeline: S.timeline, paused: video.paused, wall: currentWall(), zoom: S.zoom, reopens: S.reopens || 0,
     codec: S.hls && S.hls.levels && S.hls.levels[0] ? (S.hls.levels[0].videoCodec || S.hls.levels[0].codecSet) : null }),

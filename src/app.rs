@@ -48,11 +48,16 @@ pub struct App {
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
-/// Opens the local store and the SQLite index of `config.data_dir`.
-pub fn open_local(config: &Config) -> Result<(Layout, SharedStore, SharedIndex), AppError> {
+/// Opens the store (the data dir) and the index the config names: SQLite in the data dir by
+/// default, or PostgreSQL (`index = postgres://…`). Opening the index brings its schema up to date.
+pub fn open_storage(config: &Config) -> Result<(Layout, SharedStore, SharedIndex), AppError> {
     let layout = Layout::new(&config.data_dir);
     let store = LocalStore::open(layout.root()).map_err(|source| AppError::DataDir { path: layout.root().to_path_buf(), source })?;
-    let index = crate::index::open_sqlite(&layout.index())?;
+    let index = if config.index.is_empty() {
+        crate::index::open_sqlite(&layout.index())?
+    } else {
+        crate::index::open_postgres(&config.index)?
+    };
     Ok((layout, Arc::new(store), index))
 }
 
@@ -61,7 +66,7 @@ impl App {
     /// Blocking.
     pub fn open(config: Config, clock: SharedClock) -> Result<Arc<Self>, AppError> {
         crate::media::ffmpeg::init_libav();
-        let (layout, store, index) = open_local(&config)?;
+        let (layout, store, index) = open_storage(&config)?;
         let report = crate::check::check(store.as_ref(), index.as_ref(), true)?;
         if !report.orphan_files.is_empty() || !report.missing_files.is_empty() {
             tracing::warn!(orphans = report.orphan_files.len(), missing = ?report.missing_files, "start-up check repaired the data dir");

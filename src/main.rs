@@ -57,6 +57,8 @@ enum Command {
         #[command(subcommand)]
         what: cli::bench::BenchWhat,
     },
+    /// Create or upgrade the index schema (SQLite or PostgreSQL, as `index` says) and exit
+    Migrate,
     /// Compare the data dir with the index; with --repair remove orphans
     Check {
         #[arg(long)]
@@ -122,6 +124,7 @@ fn main() -> anyhow::Result<()> {
         Command::User { action: UserAction::Add { name, admin, json } } => cli::add_user(&config, &name, admin, json),
         Command::Bench { what } => cli::bench::command(config, what),
         Command::Check { repair, json } => cli::check(&config, repair, json),
+        Command::Migrate => cli::migrate(&config),
     }
 }
 

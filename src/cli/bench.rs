@@ -64,6 +64,18 @@ impl Profile {
                 }
             }
         }
+        // A cold codec chosen here without its preset or options gets that codec's defaults, as
+        // the config does (x264 options handed to libaom fail every compaction).
+        if compact.codec != base.compact.codec {
+            let defaults = screentape::config::compact_defaults(compact.codec);
+            let has = |key: &str| spec.split(',').any(|pair| pair.split_once('=').is_some_and(|(k, _)| k.trim() == key));
+            if !has("cpreset") {
+                compact.preset = defaults.preset.to_string();
+            }
+            if !has("cparams") {
+                compact.x264_params = defaults.params.to_string();
+            }
+        }
         let mut check = base.clone();
         check.encoder = encoder.clone();
         check.compact = compact.clone();

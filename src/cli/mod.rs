@@ -54,7 +54,7 @@ fn check_name(name: &str) -> anyhow::Result<()> {
 /// `device add`: registers a device; its token is printed once and stored only as a hash.
 pub fn add_device(config: &Config, name: &str, owner: Option<&str>, json: bool) -> anyhow::Result<()> {
     check_name(name)?;
-    let (_, _, index) = app::open_local(config)?;
+    let (_, _, index) = app::open_storage(config)?;
     let id = auth::new_device_id();
     let (token, hash) = auth::new_token(auth::DEVICE_TOKEN_PREFIX);
     index.create_device(&id, name, owner, &hash, SystemClock.now_ms())?;
@@ -69,7 +69,7 @@ pub fn add_device(config: &Config, name: &str, owner: Option<&str>, json: bool) 
 /// `user add`: creates a viewer; its token and password are printed once and stored only as hashes.
 pub fn add_user(config: &Config, name: &str, admin: bool, json: bool) -> anyhow::Result<()> {
     check_name(name)?;
-    let (_, _, index) = app::open_local(config)?;
+    let (_, _, index) = app::open_storage(config)?;
     let (token, hash) = auth::new_token(auth::VIEWER_TOKEN_PREFIX);
     let password = auth::new_password();
     index.create_user(name, admin, &hash, &auth::hash_password(&password), SystemClock.now_ms())?;
@@ -83,7 +83,7 @@ pub fn add_user(config: &Config, name: &str, admin: bool, json: bool) -> anyhow:
 
 /// `check [--repair] [--json]`: compares the store with the index.
 pub fn check(config: &Config, repair: bool, json: bool) -> anyhow::Result<()> {
-    let (_, store, index) = app::open_local(config)?;
+    let (_, store, index) = app::open_storage(config)?;
     let report = screentape::check::check(store.as_ref(), index.as_ref(), repair)?;
     if json {
         println!("{}", serde_json::to_string(&report)?);
@@ -103,5 +103,13 @@ pub fn check(config: &Config, repair: bool, json: bool) -> anyhow::Result<()> {
     if !report.missing_files.is_empty() {
         bail!("{} indexed files are missing", report.missing_files.len());
     }
+    Ok(())
+}
+
+/// `migrate`: opening the index brings its schema up to date; say which index that was.
+pub fn migrate(config: &Config) -> anyhow::Result<()> {
+    app::open_storage(config)?;
+    let which = if config.index.is_empty() { "SQLite in the data dir" } else { "PostgreSQL" };
+    println!("the index ({which}) is up to date");
     Ok(())
 }

@@ -5,12 +5,13 @@ use std::collections::BTreeMap;
 use sha2::{Digest, Sha256};
 
 use super::pictures::{FrameSource, PictureLoader};
-use super::plan::{plan_block, Source};
+use super::plan::{plan_block, PlannedSegment, Source};
 use super::{EncodeError, Encoder};
 use crate::clock::MINUTE_MS;
 use crate::index::NewSegment;
 use crate::layout::{init_key, quarantine_key, spool_key};
 use crate::media::ffmpeg::encode_segment;
+use crate::media::Picture;
 
 /// A block encoded but not yet stored or committed.
 pub(super) struct EncodedBlock {
@@ -24,45 +25,21 @@ pub(super) struct EncodedBlock {
     pub frames_encoded: usize,
 }
 
+/// A block's captures with their sources, and the carry candidate before it.
+struct BlockSources {
+    /// Every capture of the block; the original PNG wins over a decoded frame.
+    captures: BTreeMap<i64, FrameSource>,
+    /// The latest capture before the block, recent enough and inside the window.
+    carry: Option<(i64, FrameSource)>,
+}
+
 impl Encoder {
     /// Encodes everything known for the block `[start_ms, start_ms + span_ms)`; None when it
     /// holds no capture (any more).
     pub(super) fn encode_sources(&self, device_id: &str, (minute_ms, span_ms): (i64, i64)) -> Result<Option<EncodedBlock>, EncodeError> {
-        let minute_end = minute_ms + span_ms;
-        let cold = span_ms > MINUTE_MS;
-        let (settings, max_frames) = if cold { (&self.cold_settings, self.compact_max_frames) } else { (&self.settings, usize::MAX) };
-        let spool = crate::ingest::spool_captures(self.store.as_ref(), device_id)?;
-        // Nothing older than the retention window is encoded again (retention may have just
-        // deleted it; a compaction or late frame must not bring it back).
-        let expired_before = self.clock.now_ms() - self.retention_ms;
-        let kept_from = expired_before.max(minute_ms);
-        let encoded = self.index.frames_between(device_id, kept_from, minute_end)?;
-
-        // Every capture of the block; the original PNG wins over a decoded frame.
-        let mut sources: BTreeMap<i64, FrameSource> = encoded
-            .iter()
-            .map(|f| (f.capture_ms, FrameSource::Segment { sha256: f.sha256, segment_id: f.segment_id }))
-            .collect();
-        for &capture_ms in spool.range(kept_from..minute_end.max(kept_from)) {
-            if let Some(src) = self.read_spool(device_id, capture_ms, sources.contains_key(&capture_ms))? {
-                sources.insert(capture_ms, src);
-            }
-        }
-        if sources.is_empty() {
+        let Some(BlockSources { captures: sources, carry }) = self.block_sources(device_id, (minute_ms, span_ms))? else {
             return Ok(None);
-        }
-
-        // The carry candidate: the latest capture before this block, spooled or encoded.
-        let spooled_before = spool.range(..minute_ms).next_back().copied();
-        let encoded_before = self.index.last_frame_before(device_id, minute_ms)?;
-        let carry = match (spooled_before, encoded_before) {
-            (Some(s), Some(e)) if e.capture_ms > s => Some((e.capture_ms, FrameSource::Segment { sha256: e.sha256, segment_id: e.segment_id })),
-            (Some(s), _) => self.read_spool(device_id, s, true)?.map(|src| (s, src)),
-            (None, Some(e)) => Some((e.capture_ms, FrameSource::Segment { sha256: e.sha256, segment_id: e.segment_id })),
-            (None, None) => None,
-        }
-        .filter(|(capture_ms, _)| minute_ms - capture_ms <= self.carry_max_age_ms && *capture_ms >= expired_before);
-
+        };
         let mut pictures = PictureLoader::new(self);
         let mut captures = Vec::with_capacity(sources.len());
         // Per capture, beside `captures`: the upload's hash, and whether it is newly out of the spool.
@@ -87,58 +64,12 @@ impl Encoder {
             None => None,
         };
         let Some(&(last_capture_ms, _)) = captures.last() else { return Ok(None) };
-
-        let plan = plan_block((minute_ms, minute_end), &captures, carry, self.carry_max_age_ms, max_frames);
-        let carry_of = || carry.expect("planned only with a carry");
+        let cold = span_ms > MINUTE_MS;
+        let max_frames = if cold { self.compact_max_frames } else { usize::MAX };
+        let plan = plan_block((minute_ms, minute_ms + span_ms), &captures, carry, self.carry_max_age_ms, max_frames);
         let mut segments = Vec::with_capacity(plan.len());
         for planned in &plan {
-            let fragment_index = (planned.start_ms / MINUTE_MS) as u32;
-            let source_of = |source: &Source| match source {
-                Source::Carry => carry_of().0,
-                Source::Capture(i) => captures[*i].0,
-            };
-            let pts: Vec<i64> = planned.frames.iter().map(|(pts, _)| *pts).collect();
-            let dims = match planned.frames[0].1 {
-                Source::Carry => carry_of().1,
-                Source::Capture(i) => captures[i].1,
-            };
-            let encoded = encode_segment(settings, dims, &pts, planned.end_ms, fragment_index, |i| pictures.take(source_of(&planned.frames[i].1)));
-            let encoded = match encoded {
-                Ok(e) => e,
-                Err(e) => {
-                    // A spool file that no longer decodes (it did at upload): set it aside, retry the block.
-                    if let Some(bad) = pictures.failed.take() {
-                        tracing::error!(device_id, capture_ms = bad, error = %e, "spool frame cannot be decoded; quarantined");
-                        self.quarantine(device_id, bad)?;
-                    }
-                    return Err(e.into());
-                }
-            };
-            let init_sha: [u8; 32] = Sha256::digest(&encoded.init).into();
-            let (width, height) = dims;
-            let segment = NewSegment {
-                start_ms: planned.start_ms,
-                end_ms: planned.end_ms,
-                carry_ms: planned.has_carry().then(|| carry_of().0),
-                init_sha256: init_sha,
-                init_file: init_key(&hex::encode(init_sha)),
-                init_bytes: encoded.init.len() as i64,
-                file: crate::layout::segment_key(device_id, minute_ms, rand::random()),
-                bytes: encoded.media.len() as i64,
-                codec: encoded.codec,
-                width,
-                height,
-                frame_count: pts.len() as i64,
-                captures: planned
-                    .frames
-                    .iter()
-                    .filter_map(|(_, s)| match s {
-                        Source::Capture(i) => Some((captures[*i].0, hashes[*i].0)),
-                        Source::Carry => None,
-                    })
-                    .collect(),
-            };
-            segments.push((segment, encoded.init, encoded.media));
+            segments.push(self.encode_planned(device_id, minute_ms, cold, planned, &captures, &hashes, carry, &mut pictures)?);
         }
         let newly_spooled = captures.iter().zip(&hashes).filter(|(_, (_, new))| *new).map(|((c, _), _)| *c).collect();
         Ok(Some(EncodedBlock {
@@ -147,6 +78,119 @@ impl Encoder {
             last_capture_ms,
             frames_encoded: plan.iter().map(|p| p.frames.len()).sum(),
         }))
+    }
+
+    /// The block's captures (originals first, else frames of stored segments) and its carry
+    /// candidate; None when the block holds no capture inside the retention window.
+    fn block_sources(&self, device_id: &str, (minute_ms, span_ms): (i64, i64)) -> Result<Option<BlockSources>, EncodeError> {
+        let minute_end = minute_ms + span_ms;
+        let spool = crate::ingest::spool_captures(self.store.as_ref(), device_id)?;
+        // Nothing older than the retention window is encoded again (retention may have just
+        // deleted it; a compaction or late frame must not bring it back).
+        let expired_before = self.clock.now_ms() - self.retention_ms;
+        let kept_from = expired_before.max(minute_ms);
+        let encoded = self.index.frames_between(device_id, kept_from, minute_end)?;
+        let mut captures: BTreeMap<i64, FrameSource> = encoded
+            .iter()
+            .map(|f| (f.capture_ms, FrameSource::Segment { sha256: f.sha256, segment_id: f.segment_id }))
+            .collect();
+        for &capture_ms in spool.range(kept_from..minute_end.max(kept_from)) {
+            if let Some(src) = self.read_spool(device_id, capture_ms, captures.contains_key(&capture_ms))? {
+                captures.insert(capture_ms, src);
+            }
+        }
+        if captures.is_empty() {
+            return Ok(None);
+        }
+        // The carry candidate: the latest capture before this block, spooled or encoded.
+        let spooled_before = spool.range(..minute_ms).next_back().copied();
+        let encoded_before = self.index.last_frame_before(device_id, minute_ms)?;
+        let carry = match (spooled_before, encoded_before) {
+            (Some(s), Some(e)) if e.capture_ms > s => Some((e.capture_ms, FrameSource::Segment { sha256: e.sha256, segment_id: e.segment_id })),
+            (Some(s), _) => self.read_spool(device_id, s, true)?.map(|src| (s, src)),
+            (None, Some(e)) => Some((e.capture_ms, FrameSource::Segment { sha256: e.sha256, segment_id: e.segment_id })),
+            (None, None) => None,
+        }
+        .filter(|(capture_ms, _)| minute_ms - capture_ms <= self.carry_max_age_ms && *capture_ms >= expired_before);
+        Ok(Some(BlockSources { captures, carry }))
+    }
+
+    /// Encodes one planned segment of the block starting at `minute_ms`.
+    #[allow(clippy::too_many_arguments)]
+    fn encode_planned(
+        &self,
+        device_id: &str,
+        minute_ms: i64,
+        cold: bool,
+        planned: &PlannedSegment,
+        captures: &[(i64, (u32, u32))],
+        hashes: &[([u8; 32], bool)],
+        carry: Option<(i64, (u32, u32))>,
+        pictures: &mut PictureLoader<'_>,
+    ) -> Result<(NewSegment, Vec<u8>, Vec<u8>), EncodeError> {
+        let settings = if cold { &self.cold_settings } else { &self.settings };
+        let carry_of = || carry.expect("planned only with a carry");
+        let fragment_index = (planned.start_ms / MINUTE_MS) as u32;
+        let source_of = |source: &Source| match source {
+            Source::Carry => carry_of().0,
+            Source::Capture(i) => captures[*i].0,
+        };
+        let pts: Vec<i64> = planned.frames.iter().map(|(pts, _)| *pts).collect();
+        let dims = match planned.frames[0].1 {
+            Source::Carry => carry_of().1,
+            Source::Capture(i) => captures[i].1,
+        };
+        // An upload identical to the one before it (same bytes) is the same picture: repeat the
+        // frame instead of decoding and converting it again. About a quarter of consecutive
+        // screenshots are identical on real desktops.
+        let repeats_previous = |i: usize| match (i.checked_sub(1).map(|p| planned.frames[p].1), planned.frames[i].1) {
+            (Some(Source::Capture(a)), Source::Capture(b)) => hashes[a].0 == hashes[b].0,
+            _ => false,
+        };
+        let encoded = encode_segment(settings, dims, &pts, planned.end_ms, fragment_index, |i| {
+            let capture_ms = source_of(&planned.frames[i].1);
+            if repeats_previous(i) {
+                pictures.skip(capture_ms);
+                return Ok(Picture::Repeat(dims));
+            }
+            pictures.take(capture_ms)
+        });
+        let encoded = match encoded {
+            Ok(e) => e,
+            Err(e) => {
+                // A spool file that no longer decodes (it did at upload): set it aside, retry the block.
+                if let Some(bad) = pictures.failed.take() {
+                    tracing::error!(device_id, capture_ms = bad, error = %e, "spool frame cannot be decoded; quarantined");
+                    self.quarantine(device_id, bad)?;
+                }
+                return Err(e.into());
+            }
+        };
+        let init_sha: [u8; 32] = Sha256::digest(&encoded.init).into();
+        let (width, height) = dims;
+        let segment = NewSegment {
+            start_ms: planned.start_ms,
+            end_ms: planned.end_ms,
+            carry_ms: planned.has_carry().then(|| carry_of().0),
+            init_sha256: init_sha,
+            init_file: init_key(&hex::encode(init_sha)),
+            init_bytes: encoded.init.len() as i64,
+            file: crate::layout::segment_key(device_id, minute_ms, rand::random()),
+            bytes: encoded.media.len() as i64,
+            codec: encoded.codec,
+            width,
+            height,
+            frame_count: pts.len() as i64,
+            captures: planned
+                .frames
+                .iter()
+                .filter_map(|(_, s)| match s {
+                    Source::Capture(i) => Some((captures[*i].0, hashes[*i].0)),
+                    Source::Carry => None,
+                })
+                .collect(),
+        };
+        Ok((segment, encoded.init, encoded.media))
     }
 
     /// Sets an undecodable spool file aside (copied to quarantine, then removed from the spool).

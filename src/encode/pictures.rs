@@ -95,6 +95,12 @@ impl<'a> PictureLoader<'a> {
         Ok(())
     }
 
+    /// Drops the picture of `capture_ms` unused (the encoder repeats the frame before it).
+    pub(super) fn skip(&mut self, capture_ms: i64) {
+        self.png.remove(&capture_ms);
+        self.decoded.remove(&capture_ms);
+    }
+
     /// The picture of `capture_ms`; each is handed out once (the plan uses every capture once).
     pub(super) fn take(&mut self, capture_ms: i64) -> Result<Picture, MediaError> {
         if let Some(png) = self.png.remove(&capture_ms) {

@@ -34,15 +34,21 @@ fn parse_range(value: &str, len: u64) -> Result<Option<(u64, u64)>, ApiError> {
 
 /// Answers with `bytes` (a whole stored file), honouring a Range header.
 pub fn immutable(bytes: Vec<u8>, content_type: &'static str, request: &HeaderMap) -> Result<Response, ApiError> {
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    // Segment and init URLs change whenever their content does, so they never go stale.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=31536000, immutable"));
+    with_range(bytes, headers, request)
+}
+
+/// Answers with `bytes` (a whole file, assembled before the answer starts) and `headers`,
+/// honouring a Range header: a `<video src>` seeks in a file by Range requests.
+pub fn with_range(bytes: Vec<u8>, mut headers: HeaderMap, request: &HeaderMap) -> Result<Response, ApiError> {
     let len = bytes.len() as u64;
     let range = match request.get(header::RANGE).and_then(|v| v.to_str().ok()) {
         Some(v) => parse_range(v, len)?,
         None => None,
     };
-    let mut headers = HeaderMap::new();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    // Segment and init URLs change whenever their content does, so they never go stale.
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=31536000, immutable"));
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     Ok(match range {
         None => (StatusCode::OK, headers, Body::from(bytes)).into_response(),

@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 
-use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -170,6 +169,7 @@ pub async fn export_mp4(
     State(state): State<AppState>,
     VisibleDevice(device): VisibleDevice,
     Query(q): Query<HashMap<String, String>>,
+    request: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (from, to) = (required_time(&q, "from")?, required_time(&q, "to")?);
     let id = device.id.clone();
@@ -181,5 +181,6 @@ pub async fn export_mp4(
     headers.insert(header::CONTENT_DISPOSITION, HeaderValue::from_str(&disposition).map_err(ApiError::internal)?);
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
     headers.insert("x-export-start", HeaderValue::from(export.start_ms));
-    Ok((StatusCode::OK, headers, Body::from(export.bytes)).into_response())
+    // Range too, so that a `<video src>` pointed at an export can seek in it.
+    files::with_range(export.bytes, headers, &request)
 }

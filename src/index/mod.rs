@@ -1,15 +1,19 @@
 //! The row seam: accounts, segments, encoded captures and the garbage list, as one trait.
 //! Knows nothing of HTTP, blobs or ffmpeg; sqlite.rs is today's implementation.
 
+mod postgres;
 mod schema;
 mod sqlite;
 
+pub use postgres::PostgresIndex;
 pub use sqlite::SqliteIndex;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("postgres: {0}")]
+    Postgres(String),
     #[error("the index was written by a newer screentape (schema {found}, this build knows {known})")]
     TooNew { found: i64, known: i64 },
     #[error("{0} already exists")]
@@ -177,6 +181,11 @@ pub trait Index: Send + Sync {
 }
 
 pub type SharedIndex = std::sync::Arc<dyn Index>;
+
+/// Connects to the PostgreSQL index at `url` and brings its schema up to date.
+pub fn open_postgres(url: &str) -> Result<SharedIndex> {
+    Ok(std::sync::Arc::new(postgres::PostgresIndex::open(url)?))
+}
 
 /// Opens (creating if needed) the SQLite index at `path` and brings its schema up to date.
 pub fn open_sqlite(path: &std::path::Path) -> Result<SharedIndex> {

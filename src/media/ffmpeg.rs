@@ -182,18 +182,25 @@ pub fn encode_segment(
     let stream_tb = octx.stream(0).expect("stream 0 was added").time_base();
 
     let mut scaler: Option<scaling::Context> = None;
+    // The frame sent last, for `Picture::Repeat` (a copy costs far less than a PNG decode and a
+    // colour conversion; the encoder holds its own reference to what it was sent).
+    let mut previous: Option<ff::frame::Video> = None;
     for (i, pts) in pts_ms.iter().enumerate() {
         let pic = picture(i)?;
         if pic.dimensions() != (width, height) {
             return Err(MediaError::MixedSizes);
         }
-        let mut frame = to_yuv_frame(&pic, pixel, &mut scaler)?;
+        let mut frame = match (&pic, &previous) {
+            (Picture::Repeat(_), Some(previous)) => previous.clone(),
+            (Picture::Repeat(_), None) => return Err(MediaError::Source("a repeated frame with no frame before it".into())),
+            _ => to_yuv_frame(&pic, pixel, &mut scaler)?,
+        };
         drop(pic);
         frame.set_pts(Some(*pts));
-        if i == 0 {
-            frame.set_kind(ff::picture::Type::I);
-        }
+        // Only the first frame is forced to be a keyframe (a copy carries its source's type).
+        frame.set_kind(if i == 0 { ff::picture::Type::I } else { ff::picture::Type::None });
         encoder.send_frame(&frame)?;
+        previous = Some(frame);
         drain(&mut encoder, &mut octx, &durations, stream_tb)?;
     }
     encoder.send_eof()?;
@@ -249,6 +256,7 @@ fn to_yuv_frame(picture: &Picture, pixel: Pixel, scaler: &mut Option<scaling::Co
                 copy_rows(src, w as usize, out.stride(plane), out.data_mut(plane), h as usize);
             }
         }
+        Picture::Repeat(_) => return Err(MediaError::Source("a repeated frame has no pixels of its own".into())),
         Picture::Rgb(rgb) => {
             let mut src = ff::frame::Video::new(Pixel::RGB24, w, h);
             let stride = src.stride(0);

@@ -20,11 +20,15 @@ impl std::fmt::Debug for Yuv444 {
     }
 }
 
-/// A frame to encode: straight from an uploaded PNG, or decoded from a segment we stored earlier.
+/// A frame to encode: straight from an uploaded PNG, decoded from a segment we stored earlier,
+/// or the same pixels as the frame before it (an unchanged screen: no PNG decode, no colour
+/// conversion).
 #[derive(Debug, Clone)]
 pub enum Picture {
     Rgb(RgbImage),
     Yuv(Yuv444),
+    /// Identical to the previous frame of the same segment; carries its (width, height).
+    Repeat((u32, u32)),
 }
 
 impl Picture {
@@ -32,6 +36,7 @@ impl Picture {
         match self {
             Picture::Rgb(i) => (i.width, i.height),
             Picture::Yuv(i) => (i.width, i.height),
+            Picture::Repeat(dims) => *dims,
         }
     }
 }
@@ -136,6 +141,30 @@ mod tests {
             worst = worst.min(p);
         }
         assert!(worst >= 45.0, "worst frame psnr {worst:.2} dB");
+    }
+
+    /// An unchanged screen is encoded from a copy of the previous frame, not from a second
+    /// decode and colour conversion, and the segment comes out byte for byte the same.
+    #[test]
+    fn a_repeated_picture_encodes_exactly_like_the_same_picture_again() {
+        let base = 1_764_151_200_000i64;
+        let times = [base, base + 10_000, base + 20_000, base + 30_000];
+        let (a, b) = (screenshot(320, 180, base, 1, 1), screenshot(320, 180, base + 20_000, 2, 1));
+        let settings = EncodeSettings {
+            crf: 20.0,
+            preset: "veryfast".into(),
+            threads: 1,
+            params: "aq-mode=0:psy=0:force-cfr=1".into(),
+            chroma420: false,
+            codec: Default::default(),
+        };
+        let full = [Picture::Rgb(a.clone()), Picture::Rgb(a.clone()), Picture::Rgb(b.clone()), Picture::Rgb(b.clone())];
+        let repeated = [Picture::Rgb(a), Picture::Repeat((320, 180)), Picture::Rgb(b), Picture::Repeat((320, 180))];
+        let one = encode_segment(&settings, (320, 180), &times, base + 60_000, 1, |i| Ok(full[i].clone())).unwrap();
+        let two = encode_segment(&settings, (320, 180), &times, base + 60_000, 1, |i| Ok(repeated[i].clone())).unwrap();
+        assert_eq!((one.init, one.media), (two.init, two.media));
+        let first = encode_segment(&settings, (320, 180), &times[..1], base + 60_000, 1, |_| Ok(Picture::Repeat((320, 180))));
+        assert!(first.is_err(), "a segment cannot start with a repeat");
     }
 
     #[test]

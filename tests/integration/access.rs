@@ -4,7 +4,12 @@ use crate::support::{shot, Server, T0};
 
 #[test]
 fn a_viewer_sees_only_its_devices_and_a_device_token_sees_nothing() {
-    let s = Server::start();
+    viewers_see_only_their_devices(Server::start());
+}
+
+/// Every viewing endpoint denies other users, device tokens and no credentials. Also run with
+/// the index in PostgreSQL.
+pub fn viewers_see_only_their_devices(s: Server) {
     let ann = s.add_user("ann", false);
     let bob = s.add_user("bob", false);
     let admin = s.add_user("root", true);
@@ -96,18 +101,99 @@ fn web_login_sets_a_safe_session_cookie_and_logout_ends_it() {
     assert_eq!(s.client.get(s.url("/api/v1/me")).header("cookie", &pair).send().unwrap().status(), 401);
 }
 
+/// Every secret through the path that really makes it: the viewer token and password from the
+/// `user add` CLI, the device token from `device add`, the session cookie from the server's login.
+/// Each still works, yet none is anywhere in the database files, the WAL included.
 #[test]
 fn secrets_are_hashed_at_rest() {
-    let s = Server::start();
-    let ann = s.add_user("ann", false);
-    let (_, token) = s.add_device("laptop", Some("ann"));
-    // Checkpoint the WAL so everything is in the main file, then look for the secrets in both.
-    rusqlite::Connection::open(s.app.layout.index()).unwrap().execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
-    let mut bytes = std::fs::read(s.app.layout.index()).unwrap();
-    bytes.extend(std::fs::read(s.app.layout.index().with_extension("sqlite3-wal")).unwrap_or_default());
-    for secret in [&ann.token, &ann.password, &token] {
-        assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()), "a secret is stored in clear");
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let cli = |args: &[&str]| -> serde_json::Value {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_screentape")).arg("--data-dir").arg(&data_dir).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let user = cli(&["user", "add", "ann", "--json"]);
+    let device = cli(&["device", "add", "laptop", "--owner", "ann", "--json"]);
+    let text = |v: &serde_json::Value, k: &str| v[k].as_str().unwrap_or_else(|| panic!("{k} in {v}")).to_string();
+    let (viewer_token, password) = (text(&user, "token"), text(&user, "password"));
+    let (device_id, device_token) = (text(&device, "device"), text(&device, "token"));
+
+    // The server on that data dir (Server::start_in serves DIR/data).
+    let s = Server::start_in(dir, |_| {});
+    let login = |password: &str| {
+        s.client
+            .post(s.url("/api/v1/login"))
+            .header("content-type", "application/json")
+            .body(serde_json::json!({ "user": "ann", "password": password }).to_string())
+            .send()
+            .unwrap()
+    };
+    assert_eq!(login("not-the-password").status(), 401);
+    let r = login(&password);
+    assert_eq!(r.status(), 200, "the CLI's password logs in");
+    let set_cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    let pair = set_cookie.split(';').next().unwrap().to_string();
+    let session = pair.split_once('=').unwrap().1.to_string();
+    assert!(session.len() >= 32, "{set_cookie}");
+    // Each secret works, so its hash is really what was stored.
+    let me = s.client.get(s.url("/api/v1/me")).header("cookie", &pair).send().unwrap();
+    assert_eq!(me.status(), 200, "the session cookie");
+    let devices: serde_json::Value = s.get(&viewer_token, "/api/v1/devices").send().unwrap().json().unwrap();
+    assert_eq!(devices[0]["id"], device_id.as_str(), "the viewer token");
+    s.clock.set_ms(T0 + 60_000);
+    let (png, _) = shot(160, 100, T0 + 5, 0);
+    assert_eq!(s.upload(&device_token, T0 + 5, &png).status(), 201, "the device token");
+
+    // Every byte of the database as the server left it: main file, WAL and shared memory.
+    let index = s.app.layout.index();
+    let mut bytes = Vec::new();
+    for suffix in ["", "-wal", "-shm"] {
+        let mut path = index.clone().into_os_string();
+        path.push(suffix);
+        bytes.extend(std::fs::read(&path).unwrap_or_default());
     }
+    // And every value of every table, as SQLite reads it (sees WAL frames not yet checkpointed).
+    let db = rusqlite::Connection::open_with_flags(&index, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    let tables: Vec<String> =
+        db.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").unwrap().query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+    let mut values: Vec<Vec<u8>> = Vec::new();
+    for table in &tables {
+        let mut stmt = db.prepare(&format!("SELECT * FROM \"{table}\"")).unwrap();
+        let columns = stmt.column_count();
+        let mut rows = stmt.query([]).unwrap();
+        while let Some(row) = rows.next().unwrap() {
+            for i in 0..columns {
+                values.push(match row.get_ref(i).unwrap() {
+                    rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => t.to_vec(),
+                    other => format!("{other:?}").into_bytes(),
+                });
+            }
+        }
+    }
+    let contains = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+    // The scan sees the rows (names are stored in clear).
+    for seen in [&b"laptop"[..], device_id.as_bytes()] {
+        assert!(contains(&bytes, seen) && values.iter().any(|v| v.as_slice() == seen), "the scan misses {:?}", String::from_utf8_lossy(seen));
+    }
+    // No secret, nor its random part without the prefix, in any value or anywhere in the files.
+    for (what, secret) in [("viewer token", &viewer_token), ("password", &password), ("device token", &device_token), ("session cookie", &session)] {
+        let random = secret.rsplit('_').next().unwrap();
+        for needle in [secret.as_str(), random] {
+            assert!(!contains(&bytes, needle.as_bytes()), "the {what} is in the database files in clear");
+            assert!(!values.iter().any(|v| contains(v, needle.as_bytes())), "the {what} is in a table in clear");
+        }
+    }
+    // What is stored instead: each token's SHA-256, the password's Argon2id hash.
+    for token in [&viewer_token, &device_token, &session] {
+        let hash = screentape::auth::hash_token(token);
+        assert!(values.iter().any(|v| v.as_slice() == hash), "a token's hash is stored");
+        assert!(contains(&bytes, &hash), "the files hold the hash");
+    }
+    assert!(
+        values.iter().any(|v| std::str::from_utf8(v).is_ok_and(|h| h.starts_with("$argon2id$") && screentape::auth::verify_password(&password, h))),
+        "the password is stored as its Argon2id hash"
+    );
 }
 
 /// A client whose connections come from `ip` (all of 127.0.0.0/8 is loopback on Linux).

@@ -1,4 +1,5 @@
-//! A real headless Chromium driven over WebDriver (chromedriver), for the player tests.
+//! Real headless browsers driven over W3C WebDriver, for the player tests: Chromium through
+//! chromedriver, and Firefox ESR through geckodriver (both installed by scripts/setup --browser).
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -11,6 +12,57 @@ pub struct Browser {
     base: String,
     session: String,
     client: Client,
+    firefox: bool,
+}
+
+/// Where Firefox can be driven from: (firefox binary, geckodriver), or why not.
+pub enum Firefox {
+    Ready(String, String),
+    /// scripts/setup --browser tried and left this reason (firefox-unavailable in its cache dir).
+    Unavailable(String),
+}
+
+fn cache_dir() -> std::path::PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache"))
+        .join("screentape")
+}
+
+/// Finds Firefox ESR and geckodriver. Missing without a note from scripts/setup is a failure:
+/// the Firefox test must never skip silently.
+pub fn firefox() -> Firefox {
+    let binary = "/usr/bin/firefox-esr";
+    let gecko = std::env::var("SCREENTAPE_GECKODRIVER").ok().or_else(|| {
+        let cached = cache_dir().join("geckodriver/bin/geckodriver");
+        if cached.exists() {
+            return Some(cached.display().to_string());
+        }
+        std::env::var_os("PATH")
+            .and_then(|p| std::env::split_paths(&p).map(|d| d.join("geckodriver")).find(|f| f.exists()))
+            .map(|f| f.display().to_string())
+    });
+    match gecko {
+        Some(g) if std::path::Path::new(binary).exists() => Firefox::Ready(binary.into(), g),
+        _ => match std::fs::read_to_string(cache_dir().join("firefox-unavailable")) {
+            Ok(why) => Firefox::Unavailable(why.trim().to_string()),
+            Err(_) => panic!("{binary} or geckodriver is missing: run scripts/setup --browser (scripts/test does)"),
+        },
+    }
+}
+
+/// Starts a WebDriver server and waits until it answers /status.
+fn start_driver(bin: &str, args: &[String]) -> (Child, String, Client) {
+    let driver = Command::new(bin).args(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap_or_else(|e| panic!("start {bin}: {e}"));
+    let port = args.iter().find_map(|a| a.strip_prefix("--port=")).expect("--port=").to_string();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = Client::builder().timeout(Duration::from_secs(120)).build().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while client.get(format!("{base}/status")).send().is_err() {
+        assert!(Instant::now() < deadline, "{bin} did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (driver, base, client)
 }
 
 fn free_port() -> u16 {
@@ -23,21 +75,7 @@ impl Browser {
         for bin in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
             assert!(std::path::Path::new(bin).exists(), "{bin} is missing: run scripts/setup --browser (scripts/test does)");
         }
-        let port = free_port();
-        let driver = Command::new("/usr/bin/chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chromedriver");
-        let base = format!("http://127.0.0.1:{port}");
-        let client = Client::builder().timeout(Duration::from_secs(120)).build().unwrap();
-        // chromedriver answers /status once it listens.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while client.get(format!("{base}/status")).send().is_err() {
-            assert!(Instant::now() < deadline, "chromedriver did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let (driver, base, client) = start_driver("/usr/bin/chromedriver", &[format!("--port={}", free_port())]);
         let profile = tempfile::tempdir().unwrap().keep();
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
@@ -53,12 +91,48 @@ impl Browser {
         }}});
         let r: Value = client.post(format!("{base}/session")).json(&caps).send().unwrap().json().unwrap();
         let session = r["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {r}")).to_string();
-        let b = Self { driver, base, session, client };
+        let b = Self { driver, base, session, client, firefox: false };
         b.cmd("timeouts", json!({"script": 90_000, "pageLoad": 30_000}));
         // Before any page script runs, in every document: record Content-Security-Policy
         // violations where a test can read them, across navigations in this tab.
         b.cmd("goog/cdp/execute", json!({ "cmd": "Page.addScriptToEvaluateOnNewDocument", "params": { "source": WATCH_CSP } }));
         b
+    }
+
+    /// Headless Firefox ESR through geckodriver (see [`firefox`]). Classic WebDriver has no
+    /// script-before-page hook, so CSP violations are recorded from each navigation's load on
+    /// (the player's own requests come later: stills, segments, workers).
+    pub fn start_firefox(binary: &str, geckodriver: &str) -> Self {
+        let (driver, base, client) = start_driver(geckodriver, &["--host=127.0.0.1".into(), format!("--port={}", free_port())]);
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "firefox",
+            "moz:firefoxOptions": {
+                "binary": binary,
+                "args": ["-headless"],
+                "prefs": {
+                    "media.autoplay.default": 0,
+                    "media.autoplay.blocking_policy": 0,
+                    "browser.shell.checkDefaultBrowser": false,
+                    "app.update.enabled": false,
+                    "datareporting.policy.dataSubmissionEnabled": false,
+                    "toolkit.telemetry.enabled": false,
+                    "network.captive-portal-service.enabled": false,
+                    "browser.safebrowsing.malware.enabled": false,
+                    "browser.safebrowsing.phishing.enabled": false,
+                    "layout.css.devPixelsPerPx": "1.0"
+                }
+            }
+        }}});
+        let r: Value = client.post(format!("{base}/session")).json(&caps).send().unwrap().json().unwrap();
+        let session = r["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {r}")).to_string();
+        let b = Self { driver, base, session, client, firefox: true };
+        b.cmd("timeouts", json!({"script": 90_000, "pageLoad": 30_000}));
+        b.cmd("window/rect", json!({"width": 1280, "height": 860}));
+        b
+    }
+
+    pub fn is_firefox(&self) -> bool {
+        self.firefox
     }
 
     /// The CSP violations every page of this origin has reported since the browser started.
@@ -68,6 +142,9 @@ impl Browser {
 
     /// The browser console's messages since the last call (chromedriver's log).
     pub fn console(&self) -> Vec<String> {
+        if self.firefox {
+            return Vec::new(); // geckodriver has no log endpoint
+        }
         let v = self.cmd("se/log", json!({ "type": "browser" }));
         v.as_array().map(|a| a.iter().map(|e| format!("{} {}", e["level"].as_str().unwrap_or(""), e["message"].as_str().unwrap_or(""))).collect()).unwrap_or_default()
     }
@@ -82,6 +159,9 @@ impl Browser {
 
     pub fn goto(&self, url: &str) {
         self.cmd("url", json!({ "url": url }));
+        if self.firefox {
+            self.cmd("execute/sync", json!({ "script": WATCH_CSP, "args": [] }));
+        }
     }
 
     /// Runs `body` as an async function in the page (its `return` value comes back).

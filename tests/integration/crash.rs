@@ -16,17 +16,13 @@ use crate::synth::screenshot;
 use sha2::{Digest, Sha256};
 
 const BIN: &str = env!("CARGO_BIN_EXE_screentape");
-const RETENTION: &str = "20m 20s";
-const RETENTION_MS: i64 = 20 * 60_000 + 20_000;
 
-fn start(data_dir: &std::path::Path) -> (Child, String) {
+fn start(data_dir: &std::path::Path, retention_ms: i64) -> (Child, String) {
     let mut child = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .env("SCREENTAPE_SEGMENT_GRACE", "0s")
-        // The oldest captures cross this window during the trials, so every start-up sweep
-        // deletes footage while uploads and encodes go on: kills land during retention too.
-        .env("SCREENTAPE_RETENTION", RETENTION)
+        .env("SCREENTAPE_RETENTION", format!("{retention_ms}ms"))
         .env("SCREENTAPE_ENCODE_WORKERS", "2")
         .env("RUST_LOG", "screentape=warn")
         .stdout(Stdio::piped())
@@ -51,14 +47,16 @@ fn kill_9_under_load_loses_no_acknowledged_frame() {
     // Captures start 20 minutes ago, ten a second (capped 24 minutes later, inside the future limit), so each trial's minutes are due at once and get
     // encoded (and re-encoded, for frames arriving late) while uploads go on.
     let base = SystemClock.now_ms() / 60_000 * 60_000 - 20 * 60_000;
+    // The retention window passes the oldest minute's end 3 s into the trials, wherever in the
+    // wall-clock minute the test starts (the trials last at least 20 x 300 ms): the later starts
+    // sweep footage while uploads and encodes go on, so kills land during retention too.
+    let retention_ms = SystemClock.now_ms() + 3_000 - (base + 60_000);
     let acked: Arc<Mutex<BTreeMap<i64, Vec<u8>>>> = Arc::default();
     let next = Arc::new(std::sync::atomic::AtomicI64::new(0));
     let mut rng = rand::thread_rng();
     let trials = 20;
-    let mut last_start_ms = 0;
     for trial in 0..trials {
-        last_start_ms = SystemClock.now_ms();
-        let (mut child, url) = start(&data_dir);
+        let (mut child, url) = start(&data_dir, retention_ms);
         let deadline = Instant::now() + Duration::from_millis(rng.gen_range(300..2_500));
         let uploaders: Vec<_> = (0..4)
             .map(|_| {
@@ -104,9 +102,38 @@ fn kill_9_under_load_loses_no_acknowledged_frame() {
         eprintln!("trial {trial}: {} acknowledged so far", acked.lock().unwrap().len());
     }
 
+    // Retention after the crashes: one more start, left running until its start-up sweep has
+    // removed every segment that ended before its window and every original older than it (a
+    // kill in the middle of a sweep leaves either for the next start, never for good).
+    let window_start_ms = SystemClock.now_ms() - retention_ms;
+    let (mut child, _) = start(&data_dir, retention_ms);
+    let swept_by = Instant::now() + Duration::from_secs(60);
+    // (segments, originals) still there; None while the index cannot be read (the server is
+    // opening it).
+    let expired_left = || -> Option<(i64, usize)> {
+        let db = rusqlite::Connection::open_with_flags(data_dir.join("index.sqlite3"), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).ok()?;
+        let segments = db.query_row("SELECT COUNT(*) FROM segments WHERE end_ms <= ?", [window_start_ms], |r| r.get(0)).ok()?;
+        let spool = std::fs::read_dir(data_dir.join("spool").join(&device)).into_iter().flatten().flatten();
+        let originals = spool.filter_map(|e| e.file_name().to_str()?.strip_suffix(".png")?.parse::<i64>().ok()).filter(|t| *t < window_start_ms).count();
+        Some((segments, originals))
+    };
+    while expired_left() != Some((0, 0)) {
+        assert!(Instant::now() < swept_by, "60 s after a start, expired (segments, originals) are left: {:?}", expired_left());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.kill().expect("kill -9");
+    child.wait().unwrap();
+    assert_eq!(expired_left(), Some((0, 0)));
+    // Captures older than the window still stored now: those of a minute that straddles it.
+    let straddling: std::collections::BTreeSet<i64> = {
+        let db = rusqlite::Connection::open(data_dir.join("index.sqlite3")).unwrap();
+        let mut st = db.prepare("SELECT capture_ms FROM frames WHERE device_id = ? AND capture_ms < ?").unwrap();
+        st.query_map(rusqlite::params![device, window_start_ms], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+    };
+
     // Frames acknowledged early may since have been deleted by retention, legitimately: only
     // those still well inside the window (a minute of margin) must be there.
-    let must_keep_from = SystemClock.now_ms() - RETENTION_MS + 60_000;
+    let must_keep_from = SystemClock.now_ms() - retention_ms + 60_000;
     // Restart on the same data dir with a clock past every minute, and encode what is due.
     let mut config = Config { data_dir: data_dir.clone(), ..Config::default() };
     config.encoder.workers = 2;
@@ -126,12 +153,11 @@ fn kill_9_under_load_loses_no_acknowledged_frame() {
         }
     }
     assert!(lost.is_empty(), "{} of {checked} acknowledged frames lost: {:?}", lost.len(), &lost[..lost.len().min(10)]);
-    // Each server start sweeps at once: if the last start was past the first minute's expiry,
-    // that minute must be gone (whether earlier starts got there depends on the wall clock).
-    let first_minute_expired = last_start_ms - RETENTION_MS >= base + 60_000;
-    if first_minute_expired {
-        assert!(stored.keys().next().is_some_and(|first| *first >= base + 60_000), "retention deleted the oldest minute");
-    }
+    // Expired footage did not come back after that last kill: the restart (whose own window, the
+    // default 24 h, would keep it) found no original to re-encode it from.
+    assert!(window_start_ms >= base + 60_000, "the window passed the oldest minute");
+    let resurrected: Vec<i64> = stored.keys().filter(|t| **t < window_start_ms && !straddling.contains(t)).copied().collect();
+    assert!(resurrected.is_empty(), "{} expired captures came back: {:?}", resurrected.len(), &resurrected[..resurrected.len().min(10)]);
     // And they decode to their originals.
     let mut scores: Vec<(f64, i64)> = Vec::new();
     for seg in app.index.all_segments().unwrap() {
@@ -157,7 +183,7 @@ fn kill_9_under_load_loses_no_acknowledged_frame() {
     }
     eprintln!(
         "faults: crash: {trials} kill -9 trials during upload, encoding and retention: {} frames acknowledged, \
-         {checked} still inside the retention window, 0 lost (oldest minute expired during the trials: {first_minute_expired}), \
+         {checked} still inside the retention window, 0 lost, expired footage deleted and not resurrected, \
          worst PSNR {worst:.2} dB, check consistent",
         acked.len()
     );

@@ -17,5 +17,6 @@ mod errors;
 mod access;
 mod crash;
 mod robustness;
+mod postgres;
 mod browser;
 mod player;

@@ -96,7 +96,12 @@ fn assert_all_captures_match(segments: &[Fetched], originals: &BTreeMap<i64, Rgb
 
 #[test]
 fn captures_become_exact_frames_on_an_absolute_timeline() {
-    let s = Server::start();
+    exact_frames_on_an_absolute_timeline(Server::start());
+}
+
+/// Uploads → minutes with carries and a gap → playlist, segments, timeline, frames and an
+/// export, every frame checked against its upload. Also run with the index in PostgreSQL.
+pub fn exact_frames_on_an_absolute_timeline(s: Server) {
     let v = s.add_user("ann", false);
     let (device, token) = s.add_device("laptop", Some("ann"));
     // Minute 0: captures at :00.000, :10.250 …; minute 1 starts at :07 so it opens with a carry;
@@ -163,45 +168,75 @@ fn captures_become_exact_frames_on_an_absolute_timeline() {
     let frames = ffmpeg::decode_segment(init, media).unwrap();
     let export_pts: Vec<i64> = frames.iter().map(|f| f.0).collect();
     assert_eq!(export_pts, vec![0, 10_250, 20_000, 35_500, 52_999, 60_000, 67_000, 77_000, 119_999]);
+    // A `<video src>` seeks in an export by Range requests.
+    let r = s
+        .get(&v.token, &format!("/api/v1/devices/{device}/export.mp4?from={}&to={}", T0 + 30_000, T0 + 2 * MIN))
+        .header("range", "bytes=100-199")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.headers()["content-range"], format!("bytes 100-199/{}", file.len()).as_str());
+    assert_eq!(&r.bytes().unwrap()[..], &file[100..200]);
 }
 
 #[test]
 fn a_late_frame_re_encodes_its_minute_from_the_kept_originals() {
-    late_frame_re_encodes_its_minute_under_a_new_uri(std::time::Duration::from_secs(600));
+    late_frame_re_encodes_its_minute_under_a_new_uri(true);
 }
 
+/// Without originals the minute's other frames come from decoding its stored segment. With
+/// compaction on, originals stay until their block is compacted, so this needs it off (and no
+/// keep time) to reach that path: the spool is checked empty before the late frame arrives.
 #[test]
 fn a_late_frame_after_originals_are_gone_re_encodes_from_the_stored_video() {
-    late_frame_re_encodes_its_minute_under_a_new_uri(std::time::Duration::ZERO);
+    late_frame_re_encodes_its_minute_under_a_new_uri(false);
 }
 
-fn late_frame_re_encodes_its_minute_under_a_new_uri(keep_originals: std::time::Duration) {
-    let s = Server::start_with(|c| c.keep_originals = keep_originals);
+fn late_frame_re_encodes_its_minute_under_a_new_uri(originals_kept: bool) {
+    let s = Server::start_with(|c| {
+        if !originals_kept {
+            c.keep_originals = std::time::Duration::ZERO;
+            c.compact.span = std::time::Duration::ZERO;
+        }
+    });
     let v = s.add_user("ann", true);
     let (device, token) = s.add_device("laptop", None);
-    s.clock.set_ms(T0 + MIN);
+    s.clock.set_ms(T0 + 2 * MIN);
     let mut originals = BTreeMap::new();
     for (i, t) in [T0 + 5_000, T0 + 25_000, T0 + 45_000].iter().enumerate() {
         let (png, img) = shot(640, 360, *t, i as u64);
         assert_eq!(s.upload(&token, *t, &png).status(), 201);
         originals.insert(*t, img);
     }
-    s.advance_and_encode(T0 + MIN + 15_000);
+    // The device's latest encoded capture stays in the spool (the next minute's carry picture):
+    // a capture in the next minute, encoded too, lets every original of this minute go.
+    let (png, _) = shot(640, 360, T0 + MIN + 5_000, 7);
+    assert_eq!(s.upload(&token, T0 + MIN + 5_000, &png).status(), 201);
+    s.advance_and_encode(T0 + 2 * MIN + 15_000);
     let before = fetch_all(&s, &v, &device);
-    assert_eq!(before.len(), 1);
+    assert_eq!(before.len(), 2);
+    // A second later a sweep releases the originals past keep_originals (or keeps them).
+    s.clock.set_ms(T0 + 2 * MIN + 16_000);
+    s.app.retention_sweep().unwrap();
+    for t in originals.keys() {
+        let spooled = s.app.store.exists(&screentape::layout::spool_key(&device, *t)).unwrap();
+        assert_eq!(spooled, originals_kept, "original of {} ms in the spool before the late frame", t - T0);
+    }
 
     let late = T0 + 35_000;
     let (png, img) = shot(640, 360, late, 9);
     assert_eq!(s.upload(&token, late, &png).status(), 201, "a frame for an encoded minute is accepted");
     assert_eq!(s.upload(&token, late, &png).status(), 200, "an identical retry is a 200");
     originals.insert(late, img);
-    s.advance_and_encode(T0 + MIN + 16_000);
+    s.advance_and_encode(T0 + 2 * MIN + 17_000);
 
     let after = fetch_all(&s, &v, &device);
-    assert_eq!(after.len(), 1);
+    assert_eq!(after.len(), 2);
     assert_ne!(after[0].uri, before[0].uri, "a re-encoded minute gets a new URI");
+    assert_eq!(after[1].uri, before[1].uri, "the next minute is untouched");
     let pts: Vec<i64> = after[0].frames.iter().map(|f| f.0).collect();
     assert_eq!(pts, vec![T0, T0 + 25_000, T0 + 35_000, T0 + 45_000], "first capture shown from :00");
+    // Every capture's pixels, those decoded from the stored video included.
     assert_all_captures_match(&after, &originals);
     // The replaced segment is gone from disk and from the index.
     let old = s.get(&v.token, &format!("/api/v1/devices/{device}/{}", before[0].uri)).send().unwrap();
