@@ -114,21 +114,25 @@ mod tests {
     use super::*;
     use crate::synth::screenshot;
 
-    #[test]
-    fn round_trip_keeps_text_and_exact_times() {
-        let base = 1_764_151_200_000i64;
-        let times = [base, base + 7_250, base + 17_250, base + 33_001];
-        let pics: Vec<Picture> = times.iter().enumerate().map(|(i, t)| Picture::Rgb(screenshot(641, 361, *t, i as u64, 1))).collect();
-
-        // The default hot-tier settings (config.rs), spelled out: media knows nothing of config.
-        let settings = EncodeSettings {
+    /// The default hot-tier settings (config.rs), spelled out: media knows nothing of config.
+    fn hot_settings() -> EncodeSettings {
+        EncodeSettings {
             crf: 20.0,
             preset: "veryfast".into(),
             threads: 1,
             params: "aq-mode=0:psy=0:force-cfr=1".into(),
             chroma420: false,
             codec: Default::default(),
-        };
+        }
+    }
+
+    #[test]
+    fn round_trip_keeps_text_and_exact_times() {
+        let base = 1_764_151_200_000i64;
+        let times = [base, base + 7_250, base + 17_250, base + 33_001];
+        let pics: Vec<Picture> = times.iter().enumerate().map(|(i, t)| Picture::Rgb(screenshot(641, 361, *t, i as u64, 1))).collect();
+
+        let settings = hot_settings();
         let seg = encode_segment(&settings, pics[0].dimensions(), &times, base + 60_000, 7, |i| Ok(pics[i].clone())).unwrap();
         assert!(seg.codec.starts_with("avc1.F4"), "High 4:4:4: {}", seg.codec);
         assert_eq!(mp4::first_tfdt(&seg.media).unwrap(), base as u64);
@@ -150,14 +154,7 @@ mod tests {
         let base = 1_764_151_200_000i64;
         let times = [base, base + 10_000, base + 20_000, base + 30_000];
         let (a, b) = (screenshot(320, 180, base, 1, 1), screenshot(320, 180, base + 20_000, 2, 1));
-        let settings = EncodeSettings {
-            crf: 20.0,
-            preset: "veryfast".into(),
-            threads: 1,
-            params: "aq-mode=0:psy=0:force-cfr=1".into(),
-            chroma420: false,
-            codec: Default::default(),
-        };
+        let settings = hot_settings();
         let full = [Picture::Rgb(a.clone()), Picture::Rgb(a.clone()), Picture::Rgb(b.clone()), Picture::Rgb(b.clone())];
         let repeated = [Picture::Rgb(a), Picture::Repeat((320, 180)), Picture::Rgb(b), Picture::Repeat((320, 180))];
         let one = encode_segment(&settings, (320, 180), &times, base + 60_000, 1, |i| Ok(full[i].clone())).unwrap();

@@ -18,21 +18,14 @@ use sha2::{Digest, Sha256};
 const BIN: &str = env!("CARGO_BIN_EXE_screentape");
 
 fn start(data_dir: &std::path::Path, retention_ms: i64) -> (Child, String) {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .env("SCREENTAPE_SEGMENT_GRACE", "0s")
-        .env("SCREENTAPE_RETENTION", format!("{retention_ms}ms"))
-        .env("SCREENTAPE_ENCODE_WORKERS", "2")
-        .env("RUST_LOG", "screentape=warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the server");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("read the listen line");
-    let url = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected first line {line:?}")).to_string();
-    (child, url)
+    crate::support::spawn_binary(
+        data_dir,
+        &[
+            ("SCREENTAPE_SEGMENT_GRACE", "0s".to_string()),
+            ("SCREENTAPE_RETENTION", format!("{retention_ms}ms")),
+            ("SCREENTAPE_ENCODE_WORKERS", "2".to_string()),
+        ],
+    )
 }
 
 #[test]

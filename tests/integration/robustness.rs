@@ -2,7 +2,7 @@
 //! that nothing bounded.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use crate::support::{shot, Server, T0};
@@ -50,17 +50,8 @@ fn sigterm_lets_the_upload_in_flight_finish_and_exits_zero() {
     assert!(out.status.success());
     let device: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let (id, token) = (device["device"].as_str().unwrap().to_string(), device["token"].as_str().unwrap().to_string());
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&data_dir)
-        .env("RUST_LOG", "screentape=warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.trim().strip_prefix("listening on http://").unwrap().to_string();
+    let (mut child, url) = crate::support::spawn_binary(&data_dir, &[]);
+    let addr = url.strip_prefix("http://").unwrap().to_string();
 
     // An upload whose handler is running: with `Expect: 100-continue` the server says
     // "100 Continue" only once the handler reads the body, so the request is in flight for sure.

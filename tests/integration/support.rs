@@ -129,3 +129,19 @@ pub fn shot(width: u32, height: u32, capture_ms: i64, step: u64) -> (Vec<u8>, Rg
     let img = screenshot(width, height, capture_ms, step, 2);
     (encode_rgb(&img), img)
 }
+
+/// The real binary serving `data_dir` on an ephemeral loopback port, with extra environment;
+/// returns the child and its base URL (read from its "listening on" line).
+pub fn spawn_binary(data_dir: &std::path::Path, env: &[(&str, String)]) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_screentape"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(data_dir).env("RUST_LOG", "screentape=warn");
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    let mut child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().expect("start the server");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read the listen line");
+    let url = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected first line {line:?}")).to_string();
+    (child, url)
+}
