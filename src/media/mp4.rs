@@ -97,22 +97,6 @@ pub fn codec_string(init: &[u8]) -> Result<String, MediaError> {
     Ok(entry_codec_string(&Init::parse(init)?.entry)?)
 }
 
-/// `av01.<profile>.<level><tier>.<bit depth>` from the av1C box (AV1-ISOBMFF §2.3.3).
-pub fn av1_codec_string(init: &[u8]) -> Result<String, MediaError> {
-    match Init::parse(init)?.entry {
-        entry @ Codec::Av01(_) => Ok(entry_codec_string(&entry)?),
-        _ => Err(bad("no av1C box").into()),
-    }
-}
-
-/// `avc1.PPCCLL` from the avcC box of an H.264 init segment.
-pub fn avc_codec_string(init: &[u8]) -> Result<String, MediaError> {
-    match Init::parse(init)?.entry {
-        entry @ (Codec::Avc1(_) | Codec::Avc3(_)) => Ok(entry_codec_string(&entry)?),
-        _ => Err(bad("no avcC box").into()),
-    }
-}
-
 fn entry_codec_string(entry: &Codec) -> Result<String, Mp4Error> {
     let avc = |kind: &str, c: &mp4_atom::Avcc| {
         format!("{kind}.{:02X}{:02X}{:02X}", c.avc_profile_indication, c.profile_compatibility, c.avc_level_indication)
@@ -553,7 +537,7 @@ mod tests {
         let all = [init.clone(), media.clone()].concat();
         let (i, m) = split_init(&all).unwrap();
         assert_eq!((i, m), (&init[..], &media[..]));
-        assert!(avc_codec_string(i).is_err(), "bytes that merely contain `avcC` are not an init");
+        assert!(codec_string(i).is_err(), "bytes that merely contain `avcC` are not an init");
     }
 
     use crate::media::ffmpeg::{decode_segment, encode_segment, yuv_to_rgb, Codec as VideoCodec, EncodeSettings, EncodedSegment};

@@ -596,7 +596,7 @@ fn the_420_variant_is_transcoded_on_demand_cached_and_swept() {
     let init = s.get(&v.token, &format!("{base}{init_uri}")).send().unwrap();
     assert_eq!(init.status(), 200);
     let init = init.bytes().unwrap().to_vec();
-    assert_eq!(mp4::avc_codec_string(mp4::split_init(&init).unwrap().0).unwrap(), codec_420, "CODECS names what is served");
+    assert_eq!(mp4::codec_string(mp4::split_init(&init).unwrap().0).unwrap(), codec_420, "CODECS names what is served");
     let (mut pts, mut worst) = (Vec::new(), f64::INFINITY);
     for seg in &pl.segments {
         assert!(seg.uri.starts_with("segments420/"));
