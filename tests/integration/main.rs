@@ -20,3 +20,5 @@ mod robustness;
 mod postgres;
 mod browser;
 mod player;
+mod garage;
+mod s3;
