@@ -114,18 +114,8 @@ impl Garage {
     }
 
     fn spawn_all(&mut self) {
-        for node in &mut self.nodes {
-            let log = std::fs::File::create(node.config.with_file_name("log")).unwrap();
-            let child = Command::new(&self.bin)
-                .arg("-c")
-                .arg(&node.config)
-                .arg("server")
-                .env("RUST_LOG", "garage=warn")
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap_or_else(|e| panic!("start garage {}: {e}", self.bin.display()));
-            node.child = Some(child);
+        for i in 0..self.nodes.len() {
+            self.spawn_node(i);
         }
         // `status` answers once the node's RPC is up.
         for node in &self.nodes {
@@ -133,6 +123,37 @@ impl Garage {
                 Command::new(&self.bin).arg("-c").arg(&node.config).arg("status").output().is_ok_and(|o| o.status.success())
             });
         }
+    }
+
+    fn spawn_node(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(node.config.with_file_name("log")).unwrap();
+        let child = Command::new(&self.bin)
+            .arg("-c")
+            .arg(&node.config)
+            .arg("server")
+            .env("RUST_LOG", "garage=warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start garage {}: {e}", self.bin.display()));
+        node.child = Some(child);
+    }
+
+    /// Kills node `i` alone (SIGKILL); the others go on.
+    pub fn kill_node(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts node `i` again on its data and ports.
+    pub fn start_node(&mut self, i: usize) {
+        self.kill_node(i);
+        self.spawn_node(i);
+        let store = self.store_at(&self.endpoints[i].clone(), "");
+        wait_for("S3 serving", Duration::from_secs(30), || store.exists("probe/ready").is_ok());
     }
 
     /// Connects the nodes, assigns the layout, makes the bucket and the key.
@@ -179,7 +200,8 @@ impl Garage {
         self.store_at(&self.endpoint, prefix)
     }
 
-    fn store_at(&self, endpoint: &str, prefix: &str) -> S3Store {
+    /// An S3 client talking to node `i`'s endpoint.
+    pub fn store_at(&self, endpoint: &str, prefix: &str) -> S3Store {
         S3Store::new(endpoint, REGION, &self.key_id, &self.secret, BUCKET, prefix).expect("S3 client")
     }
 

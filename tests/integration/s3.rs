@@ -126,6 +126,28 @@ fn a_directory_and_garage_answer_the_store_contract_alike() {
 }
 
 #[test]
+fn three_garage_nodes_keep_every_blob_with_one_node_down() {
+    let started = Instant::now();
+    let mut garage = Garage::start_nodes(3);
+    eprintln!("garage: 3-node cluster (replication_factor 3) ready in {:?}", started.elapsed());
+    let contract = exercise(&garage.store("three/"));
+    assert!(contract.iter().any(|l| l == "put_new again, other bytes: AlreadyExists"), "{contract:?}");
+    // Write through node 0 with node 2 killed (quorum 2 of 3): acknowledged, and readable through
+    // node 1 and, once back, node 2.
+    garage.kill_node(2);
+    let via0 = garage.store_at(&garage.endpoints[0].clone(), "three/");
+    assert_eq!(via0.put_new("segments/d/1-0.m4s", &[9u8; 70_000]).unwrap(), Created::New);
+    let via1 = garage.store_at(&garage.endpoints[1].clone(), "three/");
+    assert_eq!(via1.get("segments/d/1-0.m4s").unwrap().map(|b| b.len()), Some(70_000));
+    garage.start_node(2);
+    let via2 = garage.store_at(&garage.endpoints[2].clone(), "three/");
+    assert_eq!(via2.get("segments/d/1-0.m4s").unwrap().map(|b| b.len()), Some(70_000));
+    // A screentape node on the 3-node store: the whole pipeline scenario.
+    let pg = Postgres::start();
+    crate::pipeline::exact_frames_on_an_absolute_timeline(cluster_server(&garage, &pg, "three-pipeline", |_| {}));
+}
+
+#[test]
 fn the_single_box_scenarios_run_on_s3_and_postgresql() {
     let garage = Garage::start();
     let pg = Postgres::start();
