@@ -109,6 +109,26 @@ pub struct NewSegment {
     pub captures: Vec<(i64, [u8; 32])>,
 }
 
+/// A user as stored, secrets as their hashes (for copying an index: `import-data`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    pub name: String,
+    pub is_admin: bool,
+    pub token_hash: Vec<u8>,
+    pub password_hash: String,
+    pub created_ms: i64,
+}
+
+/// A device as stored, its token as its hash (for copying an index: `import-data`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRecord {
+    pub id: String,
+    pub name: String,
+    pub owner: Option<String>,
+    pub token_hash: Vec<u8>,
+    pub created_ms: i64,
+}
+
 /// An encoded capture.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameRow {
@@ -178,6 +198,8 @@ pub trait Index: Send + Sync {
     fn delete_expired_sessions(&self, now_ms: i64) -> Result<usize>;
     /// The captures stored in one segment, oldest first.
     fn captures_of_segment(&self, segment_id: i64) -> Result<Vec<FrameRow>>;
+    /// Every user and device with their hashes, by name / id (the copy tool, `import-data`).
+    fn accounts(&self) -> Result<(Vec<UserRecord>, Vec<DeviceRecord>)>;
 }
 
 pub type SharedIndex = std::sync::Arc<dyn Index>;
