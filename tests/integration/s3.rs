@@ -167,6 +167,22 @@ fn the_single_box_scenarios_run_on_s3_and_postgresql() {
     crate::errors::upload_errors_answer_as_documented(cluster_server(&garage, &pg3, "errors", |c| c.max_body_bytes = 1 << 20));
 }
 
+#[test]
+fn a_shared_directory_store_holds_every_blob_and_the_node_dir_nothing() {
+    let pg = Postgres::start();
+    let shared = tempfile::tempdir().unwrap();
+    let s = Server::start_with(|c| {
+        c.store = format!("file://{}", shared.path().display());
+        c.index = pg.url.clone();
+    });
+    let data_dir = s.app.config.data_dir.clone();
+    crate::pipeline::exact_frames_on_an_absolute_timeline(s);
+    for folder in ["spool", "segments", "init"] {
+        assert!(!files_under(&shared.path().join(folder)).is_empty(), "{folder}/ in the shared directory");
+    }
+    assert_eq!(files_under(&data_dir), Vec::<std::path::PathBuf>::new(), "nothing in the node's data dir");
+}
+
 /// Runs the real binary's admin command with `env`; its JSON answer.
 fn admin(data_dir: &std::path::Path, env: &[(&str, String)], args: &[&str]) -> serde_json::Value {
     let out = Command::new(BIN).arg("--data-dir").arg(data_dir).args(args).envs(env.iter().map(|(k, v)| (*k, v))).output().unwrap();
