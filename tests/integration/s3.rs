@@ -290,6 +290,8 @@ fn a_201_means_stored_in_garage_and_an_outage_answers_503_then_heals_by_itself()
     let r = client.get(format!("{url}/api/v1/devices/{device}/frame.png?t={}", base + 1)).bearer_auth(&viewer).send().unwrap();
     assert_eq!(r.status(), 503, "frame.png while the store is down");
     assert_eq!(client.get(format!("{url}/healthz")).send().unwrap().status(), 200, "the node itself stays up");
+    let r = client.get(format!("{url}/api/v1/devices/{device}/{media_uri}")).bearer_auth(&viewer).send().unwrap();
+    assert_eq!(r.status(), 200, "playlists come from the index and keep working");
 
     // The store comes back: the same node, untouched, takes uploads again (agents retry after
     // Retry-After), and every acknowledged frame ends up encoded.
