@@ -183,6 +183,15 @@ fn a_shared_directory_store_holds_every_blob_and_the_node_dir_nothing() {
     assert_eq!(files_under(&data_dir), Vec::<std::path::PathBuf>::new(), "nothing in the node's data dir");
 }
 
+/// hls.js in headless Chromium plays footage whose segments the node streams from Garage:
+/// seeks, steps, fast play and gaps show the right frames (the single-box player checks).
+#[test]
+fn the_player_plays_segments_streamed_from_garage() {
+    let garage = Garage::start();
+    let pg = Postgres::start();
+    crate::player::player_checks(&cluster_server(&garage, &pg, "player", |_| {}));
+}
+
 /// Runs the real binary's admin command with `env`; its JSON answer.
 fn admin(data_dir: &std::path::Path, env: &[(&str, String)], args: &[&str]) -> serde_json::Value {
     let out = Command::new(BIN).arg("--data-dir").arg(data_dir).args(args).envs(env.iter().map(|(k, v)| (*k, v))).output().unwrap();
