@@ -27,7 +27,16 @@ const S = {
   signedIn: false,         // whether /api/v1/me answered on this page
   stillToken: 0,           // bumped whenever the overlay's subject changes
   still: null,             // the overlay on screen: { capture, img } or null
+  frameMode: false,        // paused on a WebCodecs frame drawn on #frame (the <video> is not seeked)
+  pos: null,               // the playhead (wall ms) while in frame mode
+  frameSize: null,         // { w, h } of the last decoded frame
+  lastSeekInfo: null,      // how the latest seek was served (path, frames decoded, timings)
 };
+
+// WebCodecs frames around the playhead (frames.js), where the browser has VideoDecoder and the
+// address does not ask for `decoder=mse`; the <video>/MSE path stays for playback and as fallback.
+const FR = window.ScreentapeFrames && window.ScreentapeFrames.Frames.available() &&
+  new URLSearchParams(location.search).get('decoder') !== 'mse' ? new window.ScreentapeFrames.Frames() : null;
 
 // ---------- server ----------
 
@@ -101,6 +110,7 @@ function mediaToWall(t) {
 }
 
 function currentWall() {
+  if (S.frameMode) return S.pos;
   return mediaToWall(video.currentTime);
 }
 
@@ -153,7 +163,7 @@ function seekWall(wall, options) {
   return S.lastSeek;
 }
 
-async function doSeek(wall, { skipGap = true, keepLive = false }) {
+async function doSeek(wall, { skipGap = true, keepLive = false, mse = false }) {
   const token = ++S.seekToken;
   await S.ready;
   const range = recordedRange();
@@ -176,7 +186,19 @@ async function doSeek(wall, { skipGap = true, keepLive = false }) {
   } else {
     notice(null);
   }
-  showStill(target, true);
+  if (video.paused && FR && !mse) {
+    const r = await frameSeek(target, token);
+    if (r && r.superseded) return null;
+    if (r) {
+      showStill(target);
+      keepInView(target);
+      updateClock();
+      scheduleUrlUpdate();
+      return r;
+    }
+  }
+  // Playing from frame mode: the decoded frame stays on screen until the video shows the same one.
+  if (!mse) { leaveFrameMode(); showStill(target, true); } else hideStill();
   const t = seekTime(target);
   const started = performance.now();
   let meta = null;
@@ -194,11 +216,72 @@ async function doSeek(wall, { skipGap = true, keepLive = false }) {
     if (!meta || meta.mediaTime <= t + 0.002 || !video.paused) break;
   }
   if (token !== S.seekToken) return null;
-  showStill(target);
+  if (!mse) showStill(target);
   keepInView(target);
   updateClock();
   scheduleUrlUpdate();
-  return { wall: target, mediaTime: meta ? meta.mediaTime : video.currentTime, ms: performance.now() - started };
+  const ms = performance.now() - started;
+  S.lastSeekInfo = { path: 'mse', wall: target, ms };
+  return { wall: target, mediaTime: meta ? meta.mediaTime : video.currentTime, ms };
+}
+
+// ---------- frame mode (WebCodecs) ----------
+
+function segmentOf(frag) {
+  if (!frag || frag.gap || !frag.initSegment || /\/gap\//.test(frag.url || '')) return null;
+  return { url: frag.url, initUrl: frag.initSegment.url };
+}
+
+// Shows the frame on screen at `target` from the decoded-frame cache, decoding it if needed;
+// resolves like a seek, { superseded } if another seek began, or null where this path cannot
+// serve it (no segment listed, codec not decodable here, decoder failure): then MSE does.
+async function frameSeek(target, token) {
+  const frags = fragments();
+  const frag = fragAtWall(target);
+  const seg = segmentOf(frag);
+  if (!seg || FR.broken || !(await FR.supports(seg.initUrl))) return null;
+  const started = performance.now();
+  const from = S.frameMode ? S.pos : currentWall();
+  const dir = from == null || target === from ? 0 : Math.sign(target - from);
+  FR.setPlayhead(target, dir);
+  let r = null;
+  try { r = await FR.frameAt(seg, target); } catch (e) { r = null; }
+  if (token !== S.seekToken) return { superseded: true };
+  if (!r || !r.frame.format) return null;     // undecodable, or evicted before it could be drawn
+  const t1 = performance.now();
+  drawFrame(r.frame, r.ms);
+  S.pos = target;
+  S.frameMode = true;
+  const ms = performance.now() - started;
+  S.lastSeekInfo = { path: 'frames', wall: target, ms, cached: r.cached, decoded: r.decoded, gop: r.gop, fetchMs: r.fetchMs || 0,
+    decodeMs: r.decodeMs || 0, drawMs: performance.now() - t1, cache: FR.cachedCount() };
+  // Decode ahead in the direction of travel (forward after a seek): the neighbouring segment.
+  const i = frags.indexOf(frag);
+  for (let j = i + (dir < 0 ? -1 : 1); j >= 0 && j < frags.length; j += dir < 0 ? -1 : 1) {
+    const next = segmentOf(frags[j]);
+    if (next) { FR.ahead(next); break; }
+    if (!frags[j].gap) break;
+  }
+  return { wall: target, mediaTime: r.ms / 1000, ms, decoded: r.decoded, cached: r.cached };
+}
+
+function drawFrame(frame, ms) {
+  const c = $('frame');
+  const w = frame.displayWidth, h = frame.displayHeight;
+  if (c.width !== w || c.height !== h) { c.width = w; c.height = h; }
+  c.getContext('2d').drawImage(frame, 0, 0, w, h);
+  c.dataset.capture = String(ms);
+  FR.shown = ms;
+  const resized = !S.frameSize || S.frameSize.w !== w || S.frameSize.h !== h;
+  S.frameSize = { w, h };
+  if (c.hidden || resized) { c.hidden = false; layout(); }
+}
+
+// Back to the <video>: the caller has seeked it (or is about to).
+function leaveFrameMode() {
+  if (!S.frameMode && $('frame').hidden) return;
+  S.frameMode = false;
+  $('frame').hidden = true;
 }
 
 function spanAt(wall) {
@@ -255,9 +338,18 @@ function togglePlay() {
   if (video.paused) play(); else video.pause();
 }
 
+function seekToken() { return S.seekToken; }
+
 function play() {
   setFollowLive(false);
   video.playbackRate = Number($('speed').value);
+  if (S.frameMode) {
+    // The <video> was left where it was while stepping through decoded frames: bring it to the
+    // playhead first (the frame stays on screen meanwhile), then play.
+    const wall = S.pos;
+    S.lastSeek = doSeek(wall, { skipGap: true, mse: true }).then((r) => { video.play().catch(() => {}); return r; });
+    return S.lastSeek;
+  }
   video.play().catch(() => {});
 }
 
@@ -399,7 +491,7 @@ async function showStill(wall, onlyIfReady) {
   if (onlyIfReady && e.ok !== true) return;
   const ok = e.ok === true || await e.ready;
   if (!ok || token !== S.stillToken || !video.paused) return;
-  placeStill(e.img, video.videoWidth || e.img.naturalWidth, video.videoHeight || e.img.naturalHeight);
+  placeStill(e.img, video.videoWidth || (S.frameSize && S.frameSize.w) || e.img.naturalWidth, video.videoHeight || (S.frameSize && S.frameSize.h) || e.img.naturalHeight);
   $('stage').insertBefore(e.img, $('notice'));
   S.still = { capture, img: e.img };
 }
@@ -414,7 +506,8 @@ function prefetchAround(capture) {
 
 function layout() {
   const stage = $('stage');
-  const vw = video.videoWidth || 16, vh = video.videoHeight || 9;
+  const fs = S.frameSize;
+  const vw = video.videoWidth || (fs && fs.w) || 16, vh = video.videoHeight || (fs && fs.h) || 9;
   video.style.width = vw + 'px';
   video.style.height = vh + 'px';
   const sw = stage.clientWidth, sh = stage.clientHeight;
@@ -434,6 +527,7 @@ function layout() {
   S.pan.x = Math.round(S.pan.x); S.pan.y = Math.round(S.pan.y);
   video.style.transform = `translate(${S.pan.x}px, ${S.pan.y}px) scale(${scale})`;
   if (S.still) placeStill(S.still.img, vw, vh);
+  placeStill($('frame'), vw, vh);
   stage.classList.toggle('zoomed', S.zoom !== 'fit');
   stage.classList.toggle('pixelated', scale >= 2);
   return scale;
@@ -818,7 +912,7 @@ async function refreshTimeline(follow = true) {
 async function openDevice(id, startWall, live) {
   setFollowLive(false);
   const other = id !== S.device;
-  if (other) { hideStill(); stills.clear(); }
+  if (other) { hideStill(); stills.clear(); if (FR) FR.clear(); leaveFrameMode(); }
   S.device = id;
   S.range = { from: null, to: null };
   $('dl-range').hidden = true;
@@ -1012,7 +1106,7 @@ function wire() {
   video.addEventListener('timeupdate', () => { if (!video.paused) keepInView(currentWall()); updateClock(); skipGaps(); scheduleUrlUpdate(); });
   for (const [id, span] of [['tl-24h', DAY], ['tl-1h', HOUR], ['tl-5m', 5 * MINUTE]]) $(id).addEventListener('click', () => setTimelineSpan(span));
   $('tl-fit').addEventListener('click', fitTimeline);
-  video.addEventListener('play', () => { hideStill(); updateClock(); });
+  video.addEventListener('play', () => { hideStill(); leaveFrameMode(); updateClock(); });
   video.addEventListener('pause', () => { const w = currentWall(); if (w != null) showStill(w); updateClock(); });
   setupTimeline();
   setInterval(refreshTimeline, 30000);
@@ -1025,6 +1119,9 @@ window.screentape = {
   seekWall, stepScreenshot, parseWhen, timelineWindow, zoomTimeline, fitTimeline,
   tickLabels: () => S.tickLabels || [], stepTime, goLive, play, setSpeed, togglePlay, zoomTo,
   currentWall, wallToMedia, mediaToWall,
+  lastSeekInfo: () => S.lastSeekInfo,
+  frames: () => (FR ? { cached: FR.cachedCount(), max: FR.maxFrames, decodedTotal: FR.decodedTotal, broken: FR.broken ? String(FR.broken) : null } : null),
+  frameMode: () => S.frameMode,
   state: () => ({ device: S.device, timeline: S.timeline, paused: video.paused, wall: currentWall(), zoom: S.zoom, reopens: S.reopens || 0,
     codec: S.hls && S.hls.levels && S.hls.levels[0] ? (S.hls.levels[0].videoCodec || S.hls.levels[0].codecSet) : null }),
   ready: () => S.ready,

@@ -55,9 +55,11 @@ fn mark(img: &mut screentape::media::png::RgbImage, i: usize) {
 /// In-page helper: the marker index of the frame on screen.
 const READ_MARKER: &str = r#"
   const n = (() => {
-    const v = document.getElementById('video');
+    // The picture on screen: the decoded frame (WebCodecs, while paused) or the video.
+    const f = document.getElementById('frame');
+    const v = f && !f.hidden ? f : document.getElementById('video');
     const c = document.createElement('canvas');
-    c.width = v.videoWidth; c.height = v.videoHeight;
+    c.width = v.videoWidth || v.width; c.height = v.videoHeight || v.height;
     const g = c.getContext('2d', { willReadFrequently: true });
     g.drawImage(v, 0, 0);
     const px = g.getImageData(0, 0, c.width, 16).data;
@@ -82,13 +84,82 @@ fn expected_index(captures: &[i64], wall: i64) -> i64 {
     }
 }
 
+/// Another HTTP front on the same server whose player files (`/`, `/player/*`) are read from `dir`
+/// at each request, everything else answered by the real router: scripts/bench-player serves
+/// main's player next to this one in one run (the server embeds one player in its binary), and
+/// `SCREENTAPE_PLAYER_DIR=player` lets a test try player edits without rebuilding the server.
+/// Returns its base URL.
+pub fn player_front(s: &Server, dir: std::path::PathBuf) -> String {
+    use axum::extract::Path as AxPath;
+    use axum::http::header;
+    use axum::response::IntoResponse;
+    let read = move |file: String| {
+        let kind = match file.rsplit('.').next() {
+            Some("js") => "text/javascript; charset=utf-8",
+            Some("css") => "text/css; charset=utf-8",
+            Some("svg") => "image/svg+xml",
+            _ => "text/html; charset=utf-8",
+        };
+        match std::fs::read(dir.join(&file)) {
+            Ok(body) if !file.contains("..") => ([(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, "no-cache")], body).into_response(),
+            _ => axum::http::StatusCode::NOT_FOUND.into_response(),
+        }
+    };
+    let (read1, read2) = (read.clone(), read);
+    let real = screentape::http::router(s.app.http.clone());
+    let router = axum::Router::new()
+        .route("/", axum::routing::get(move || { let r = read1.clone(); async move { r("index.html".into()) } }))
+        .route(
+            "/player/{file}",
+            axum::routing::get(move |AxPath(file): AxPath<String>| {
+                let r = read2.clone();
+                async move {
+                    // hls.js lives in vendor/ in the repository.
+                    if file == "hls.min.js" { r("vendor/hls.min.js".into()) } else { r(file) }
+                }
+            }),
+        )
+        .fallback_service(real);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            tx.send(listener.local_addr().expect("addr")).expect("send");
+            axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>()).await.expect("serve");
+        });
+    });
+    format!("http://{}", rx.recv().expect("front address"))
+}
+
+/// The page's base URL: the server itself, or a front serving `SCREENTAPE_PLAYER_DIR`'s files.
+fn page_base(s: &Server) -> String {
+    static FRONTS: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+    let Ok(dir) = std::env::var("SCREENTAPE_PLAYER_DIR") else { return s.url("") };
+    let mut fronts = FRONTS.lock().unwrap();
+    if let Some((_, f)) = fronts.iter().find(|(b, _)| *b == s.base) {
+        return f.clone();
+    }
+    let f = player_front(s, dir.into());
+    fronts.push((s.base.clone(), f.clone()));
+    f
+}
+
 fn login(b: &Browser, s: &Server, user: &str, v: &Viewer) {
     login_checked(b, s, user, v, |_| {});
 }
 
 /// Logs in through the form; `check` sees the form's message before submitting.
 fn login_checked(b: &Browser, s: &Server, user: &str, v: &Viewer, check: impl FnOnce(&str)) {
-    b.goto(&s.url("/"));
+    login_at_checked(b, &page_base(s), user, v, check)
+}
+
+fn login_at(b: &Browser, base: &str, user: &str, v: &Viewer) {
+    login_at_checked(b, base, user, v, |_| {})
+}
+
+fn login_at_checked(b: &Browser, base: &str, user: &str, v: &Viewer, check: impl FnOnce(&str)) {
+    b.goto(&format!("{base}/"));
     let shown = b.run(
         r#"
         for (let i = 0; i < 200 && document.getElementById('login').hidden; i++) await new Promise(r => setTimeout(r, 25));
@@ -113,7 +184,7 @@ fn wait_ready(b: &Browser) -> Value {
         r#"
         for (let i = 0; i < 400; i++) {
           const st = window.screentape.state();
-          if (st.timeline && document.getElementById('video').readyState >= 2 && st.wall != null) {
+          if (st.timeline && (document.getElementById('video').readyState >= 2 || (window.screentape.frameMode && window.screentape.frameMode())) && st.wall != null) {
             await window.screentape.settled();
             return [st.timeline.captures.length, performance.now()];
           }
@@ -251,7 +322,7 @@ fn player_checks(s: &Server) {
              window.screentape.setSpeed(16);
              const v = document.getElementById('video');
              const seen = [];
-             await v.play();
+             await window.screentape.play(); await v.play();
              const until = performance.now() + 4000;
              while (performance.now() < until) {{
                const meta = await new Promise(r => {{ v.requestVideoFrameCallback((_, m) => r(m)); setTimeout(() => r(null), 1500); }});
@@ -284,7 +355,7 @@ fn player_checks(s: &Server) {
             "await window.screentape.seekWall(args.before);
              window.screentape.setSpeed(16);
              const v = document.getElementById('video');
-             await v.play();
+             await window.screentape.play(); await v.play();
              const until = performance.now() + 15000;
              while (performance.now() < until && window.screentape.currentWall() < args.after) await new Promise(r => setTimeout(r, 50));
              v.pause();
@@ -370,7 +441,7 @@ fn player_checks(s: &Server) {
 fn the_player_page_enforces_its_content_security_policy() {
     let s = Server::start();
     let b = Browser::start();
-    b.goto(&s.url("/"));
+    b.goto(&format!("{}/", page_base(&s)));
     let shown = b.run(
         "for (let i = 0; i < 200 && document.getElementById('login').hidden; i++) await new Promise(r => setTimeout(r, 25));
          return !document.getElementById('login').hidden;",
@@ -428,9 +499,10 @@ fn open_player_in(b: Browser, s: &Server, user: &str, v: &Viewer, query: &str) -
 const SCREEN_STATE: &str = r#"
   await new Promise(r => setTimeout(r, 1500));
   const black = (() => {
-    const v = document.getElementById('video');
+    const f = document.getElementById('frame');
+    const v = f && !f.hidden ? f : document.getElementById('video');
     const c = document.createElement('canvas');
-    c.width = v.videoWidth; c.height = v.videoHeight;
+    c.width = v.videoWidth || v.width; c.height = v.videoHeight || v.height;
     const g = c.getContext('2d', { willReadFrequently: true });
     g.drawImage(v, 0, 0);
     const px = g.getImageData(0, 0, c.width, c.height).data;
@@ -492,7 +564,7 @@ fn press_until_marker(b: &Browser, key: &str, want: i64, within_ms: u64) -> (f64
              let n = -1;
              while (performance.now() - t0 < args.within) {{
                await new Promise(r => setTimeout(r, 20));
-               const m = document.getElementById('video').videoWidth ? (() => {{ {READ_MARKER} return n; }})() : -1;
+               const m = (document.getElementById('video').videoWidth || !document.getElementById('frame').hidden) ? (() => {{ {READ_MARKER} return n; }})() : -1;
                if (m === args.want) {{ n = m; break; }}
              }}
              const ms = performance.now() - t0;
@@ -866,4 +938,148 @@ fn a_new_user_gets_a_plain_login_a_fitted_zoomable_timeline_honest_previews_live
     assert_eq!(typed[1], json!(captures[33] - 321), "typing {} goes there (the second, as typed): {typed}", typed[0]);
     assert!(typed[2].as_str().unwrap().contains("Not a time") && typed[3] == json!(true), "nonsense is refused visibly: {typed}");
     assert_eq!(b.csp_violations(), json!([]));
+}
+
+/// scripts/bench-player: main's player and this one, side by side in one run, on a real corpus
+/// hour (`SCREENTAPE_PLAYER_CORPUS`, a directory of 1080p PNGs) uploaded through the real server
+/// and compacted with the default settings. Main's player files come from
+/// `SCREENTAPE_PLAYER_BASELINE` (served by a second front on the same server). Prints seek and
+/// step p50/p95, frames decoded per seek and where the time goes.
+#[test]
+#[ignore = "a benchmark: scripts/bench-player runs it"]
+fn bench_player_main_and_new_on_a_corpus_hour() {
+    let corpus = std::env::var("SCREENTAPE_PLAYER_CORPUS").expect("SCREENTAPE_PLAYER_CORPUS=DIR");
+    let baseline = std::env::var("SCREENTAPE_PLAYER_BASELINE").expect("SCREENTAPE_PLAYER_BASELINE=DIR of main's player files");
+    let n: usize = std::env::var("SCREENTAPE_PLAYER_BENCH").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
+    let s = Server::start_with(|c| {
+        let layer: screentape::config::Layer =
+            screentape::config::Config::env_layer().into_iter().filter(|(k, _)| k.starts_with("compact_")).collect();
+        c.apply(&layer).expect("compaction settings");
+    });
+    let ann = s.add_user("ann", false);
+    let (device, _) = s.add_device("ann-desktop", Some("ann"));
+    let frames = crate::corpus::load_dir(std::path::Path::new(&corpus)).expect("corpus");
+    let first = frames[0].capture_ms;
+    let captures: Vec<i64> = frames.iter().map(|f| T0 + 3_000 + f.capture_ms - first).collect();
+    s.clock.set_ms(captures[0]);
+    for (i, (f, t)) in frames.iter().zip(&captures).enumerate() {
+        let mut img = screentape::media::png::decode_rgb(&f.png, 16384).expect("corpus png");
+        mark(&mut img, i);
+        s.app.ingest.accept(&device, *t, &encode_rgb(&img)).expect("ingest");
+    }
+    drop(frames);
+    // The default compaction ages blocks 10 minutes: the last ten minutes stay one-minute segments.
+    s.advance_and_encode(*captures.last().unwrap() + 12 * 60_000);
+    s.app.run_due_now();
+    let blocks = s.app.index.all_segments().unwrap().iter().filter(|g| g.span_ms > 60_000).count();
+    eprintln!("bench: {} captures from {corpus}, {blocks} compacted blocks", captures.len());
+
+    let new_base = page_base(&s);
+    let main_base = player_front(&s, baseline.into());
+    let b = Browser::start();
+    let mut rng_state = 0x2545_f491_4f6c_dd1du64;
+    let mut targets = Vec::new();
+    for k in 0..n {
+        rng_state ^= rng_state << 13;
+        rng_state ^= rng_state >> 7;
+        rng_state ^= rng_state << 17;
+        let i = (rng_state % captures.len() as u64) as usize;
+        targets.push(match k % 3 { 0 => captures[i], 1 => captures[i] - 1, _ => captures[i] + 4_321 });
+    }
+    let pct = |v: &[f64], p: usize| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[(v.len() - 1) * p / 100]
+    };
+    let mut gop_index: Vec<i64> = Vec::new();
+    for (name, base) in [("main", main_base.clone()), ("new", new_base.clone())] {
+        b.goto(&format!("{base}/"));
+        b.run("await fetch('/api/v1/logout', { method: 'POST' });", json!({}));
+        login_at(&b, &base, "ann", &ann);
+        wait_ready(&b);
+        // Let the page settle (first segment, stills) before timing.
+        b.run("await new Promise(r => setTimeout(r, 1500));", json!({}));
+        let mut seek_ms = Vec::new();
+        let mut wrong = 0;
+        let (mut fetch_ms, mut decoded, mut decode_ms, mut cached) = (Vec::new(), Vec::new(), Vec::new(), 0);
+        for (k, wall) in targets.iter().enumerate() {
+            let v = b.run(
+                &format!(
+                    "const st = window.screentape;
+                     const t0 = performance.now();
+                     await st.seekWall(args.wall);
+                     await new Promise(r => requestAnimationFrame(r));
+                     const ms = performance.now() - t0;
+                     {READ_MARKER}
+                     const seg = performance.getEntriesByType('resource').filter(e => e.startTime >= t0 && /segments/.test(e.name));
+                     const fetched = seg.length ? Math.max(...seg.map(e => e.responseEnd)) - Math.min(...seg.map(e => e.startTime)) : 0;
+                     return [n, ms, st.lastSeekInfo ? st.lastSeekInfo() : null, fetched];"
+                ),
+                json!({ "wall": wall }),
+            );
+            if v[0].as_i64().unwrap() != expected_index(&captures, *wall) {
+                wrong += 1;
+            }
+            seek_ms.push(v[1].as_f64().unwrap());
+            fetch_ms.push(v[3].as_f64().unwrap());
+            let info = &v[2];
+            if name == "new" && info["path"] == "frames" {
+                if info["cached"] == json!(true) {
+                    cached += 1;
+                }
+                decoded.push(info["decoded"].as_f64().unwrap());
+                decode_ms.push(info["decodeMs"].as_f64().unwrap());
+                gop_index.push(info["gop"].as_i64().unwrap_or(-1));
+                let _ = k;
+            }
+        }
+        // Screenshot steps: 30 forward from capture 150 and 30 back from capture 250 (each run
+        // crosses a segment boundary), through the keyboard, each checked.
+        let mut step_ms = Vec::new();
+        for (from, key, delta) in [(150i64, "ArrowRight", 1i64), (250, "ArrowLeft", -1)] {
+            b.run("await window.screentape.seekWall(args.t); await new Promise(r => setTimeout(r, 300));", json!({ "t": captures[from as usize] }));
+            let mut at = from;
+            for _ in 0..30 {
+                at += delta;
+                let v = b.run(
+                    &format!(
+                        "const t0 = performance.now();
+                         document.dispatchEvent(new KeyboardEvent('keydown', {{ key: args.key, bubbles: true }}));
+                         await window.screentape.settled();
+                         await new Promise(r => requestAnimationFrame(r));
+                         const ms = performance.now() - t0;
+                         {READ_MARKER} return [n, ms];"
+                    ),
+                    json!({ "key": key }),
+                );
+                if v[0].as_i64().unwrap() != at {
+                    wrong += 1;
+                }
+                step_ms.push(v[1].as_f64().unwrap());
+            }
+        }
+        let mean = |v: &[f64]| if v.is_empty() { 0.0 } else { v.iter().sum::<f64>() / v.len() as f64 };
+        eprintln!(
+            "bench: {name:4} player: {} seeks p50 {:.0} ms p95 {:.0} ms; {} steps p50 {:.0} ms p95 {:.0} ms; wrong frames {wrong}; \
+             segment fetch per seek mean {:.0} ms",
+            seek_ms.len(), pct(&seek_ms, 50), pct(&seek_ms, 95), step_ms.len(), pct(&step_ms, 50), pct(&step_ms, 95), mean(&fetch_ms)
+        );
+        if name == "new" && !decoded.is_empty() {
+            eprintln!(
+                "bench: new  player: frames decoded per seek mean {:.1} max {:.0} ({} of {} seeks from the cache); decode to the frame mean {:.0} ms p95 {:.0} ms",
+                mean(&decoded), decoded.iter().cloned().fold(0.0, f64::max), cached, decoded.len(), mean(&decode_ms), pct(&decode_ms, 95)
+            );
+        }
+        let fr = b.run("return window.screentape.frames ? window.screentape.frames() : null;", json!({}));
+        if !fr.is_null() {
+            eprintln!("bench: {name:4} player: decoded-frame cache {fr}");
+        }
+    }
+    if !gop_index.is_empty() {
+        let g: Vec<f64> = gop_index.iter().map(|x| (*x + 1) as f64).collect();
+        eprintln!(
+            "bench: main player: an MSE seek decodes from the keyframe: {:.1} frames per seek on average (max {:.0}), same targets",
+            g.iter().sum::<f64>() / g.len() as f64, g.iter().cloned().fold(0.0, f64::max)
+        );
+    }
 }
