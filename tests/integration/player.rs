@@ -93,6 +93,17 @@ pub fn player_front(s: &Server, dir: std::path::PathBuf) -> String {
     use axum::extract::Path as AxPath;
     use axum::http::header;
     use axum::response::IntoResponse;
+    // The real server's security headers (Content-Security-Policy above all), on these files too.
+    let real_headers: Vec<(String, String)> = s
+        .client
+        .get(s.url("/"))
+        .send()
+        .expect("GET /")
+        .headers()
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "content-type" | "content-length" | "cache-control" | "date"))
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_string()))
+        .collect();
     let read = move |file: String| {
         let kind = match file.rsplit('.').next() {
             Some("js") => "text/javascript; charset=utf-8",
@@ -101,7 +112,15 @@ pub fn player_front(s: &Server, dir: std::path::PathBuf) -> String {
             _ => "text/html; charset=utf-8",
         };
         match std::fs::read(dir.join(&file)) {
-            Ok(body) if !file.contains("..") => ([(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, "no-cache")], body).into_response(),
+            Ok(body) if !file.contains("..") => {
+                let mut r = ([(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, "no-cache")], body).into_response();
+                for (k, v) in &real_headers {
+                    if let (Ok(k), Ok(v)) = (axum::http::HeaderName::try_from(k.as_str()), axum::http::HeaderValue::try_from(v.as_str())) {
+                        r.headers_mut().insert(k, v);
+                    }
+                }
+                r
+            }
             _ => axum::http::StatusCode::NOT_FOUND.into_response(),
         }
     };
@@ -961,7 +980,7 @@ fn bench_player_main_and_new_on_a_corpus_hour() {
     let frames = crate::corpus::load_dir(std::path::Path::new(&corpus)).expect("corpus");
     let first = frames[0].capture_ms;
     let captures: Vec<i64> = frames.iter().map(|f| T0 + 3_000 + f.capture_ms - first).collect();
-    s.clock.set_ms(captures[0]);
+    s.clock.set_ms(*captures.last().unwrap());
     for (i, (f, t)) in frames.iter().zip(&captures).enumerate() {
         let mut img = screentape::media::png::decode_rgb(&f.png, 16384).expect("corpus png");
         mark(&mut img, i);
