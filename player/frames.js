@@ -156,7 +156,7 @@
         }).then(async (buf) => {
           const init = parseInit(buf);
           if (!init.codec) throw new Error('unknown codec');
-          init.config = { codec: init.codec, description: init.description, codedWidth: init.width, codedHeight: init.height, optimizeForLatency: true };
+          init.config = { codec: init.codec, description: init.description, codedWidth: init.width, codedHeight: init.height, optimizeForLatency: false };
           const support = await VideoDecoder.isConfigSupported(init.config);
           init.supported = !!support.supported;
           return init;

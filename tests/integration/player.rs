@@ -1021,6 +1021,7 @@ fn bench_player_main_and_new_on_a_corpus_hour() {
         let mut seek_ms = Vec::new();
         let mut wrong = 0;
         let (mut fetch_ms, mut decoded, mut decode_ms, mut cached) = (Vec::new(), Vec::new(), Vec::new(), 0);
+        let (mut draw_ms, mut preview_ms, mut seg_fetch_ms) = (Vec::new(), Vec::new(), Vec::new());
         for (k, wall) in targets.iter().enumerate() {
             let v = b.run(
                 &format!(
@@ -1048,14 +1049,20 @@ fn bench_player_main_and_new_on_a_corpus_hour() {
                 }
                 decoded.push(info["decoded"].as_f64().unwrap());
                 decode_ms.push(info["decodeMs"].as_f64().unwrap());
+                draw_ms.push(info["drawMs"].as_f64().unwrap_or(0.0));
+                seg_fetch_ms.push(info["fetchMs"].as_f64().unwrap_or(0.0));
+                if let Some(p) = info["previewMs"].as_f64() {
+                    preview_ms.push(p);
+                }
                 gop_index.push(info["gop"].as_i64().unwrap_or(-1));
                 let _ = k;
             }
         }
-        // Screenshot steps: 30 forward from capture 150 and 30 back from capture 250 (each run
-        // crosses a segment boundary), through the keyboard, each checked.
+        // Screenshot steps: 30 forward from 40 % of the hour and 30 back from 70 % (each run
+        // crosses a 10-minute block's boundary), through the keyboard, back to back, each checked.
         let mut step_ms = Vec::new();
-        for (from, key, delta) in [(150i64, "ArrowRight", 1i64), (250, "ArrowLeft", -1)] {
+        let len = captures.len() as i64;
+        for (from, key, delta) in [(len * 2 / 5, "ArrowRight", 1i64), (len * 7 / 10, "ArrowLeft", -1)] {
             b.run("await window.screentape.seekWall(args.t); await new Promise(r => setTimeout(r, 300));", json!({ "t": captures[from as usize] }));
             let mut at = from;
             for _ in 0..30 {
@@ -1088,6 +1095,12 @@ fn bench_player_main_and_new_on_a_corpus_hour() {
                 "bench: new  player: frames decoded per seek mean {:.1} max {:.0} ({} of {} seeks from the cache); decode to the frame mean {:.0} ms p95 {:.0} ms",
                 mean(&decoded), decoded.iter().cloned().fold(0.0, f64::max), cached, decoded.len(), mean(&decode_ms), pct(&decode_ms, 95)
             );
+            eprintln!(
+                "bench: new  player: where a seek's time goes: segment fetch+parse mean {:.0} ms, decode from the keyframe mean {:.0} ms, draw mean {:.1} ms; \
+                 storyboard preview on screen in {} of {} uncached seeks, p50 {:.0} ms p95 {:.0} ms",
+                mean(&seg_fetch_ms), mean(&decode_ms), mean(&draw_ms), preview_ms.len(), decoded.len() - cached,
+                if preview_ms.is_empty() { f64::NAN } else { pct(&preview_ms, 50) }, if preview_ms.is_empty() { f64::NAN } else { pct(&preview_ms, 95) }
+            );
         }
         let fr = b.run("return window.screentape.frames ? window.screentape.frames() : null;", json!({}));
         if !fr.is_null() {
@@ -1101,4 +1114,207 @@ fn bench_player_main_and_new_on_a_corpus_hour() {
             g.iter().sum::<f64>() / g.len() as f64, g.iter().cloned().fold(0.0, f64::max)
         );
     }
+}
+
+/// Issue 11, speed: while paused, steps go through WebCodecs (decoded frames kept around the
+/// playhead, the next segment decoded ahead). Stepping forward and back across a segment boundary
+/// shows the right capture, measured from a page screenshot with the still overlay hidden (so the
+/// pixels are the decoded frame's): ≥ 45 dB against the upload, and the step across the boundary
+/// came from the cache.
+#[test]
+fn stepping_across_a_segment_boundary_through_webcodecs_shows_the_right_capture() {
+    let s = Server::start();
+    let ann = s.add_user("ann", false);
+    let (device, _) = s.add_device("ann-desktop", Some("ann"));
+    let captures: Vec<i64> = (0..12).map(|i| T0 + 3_000 + i * STEP_MS).collect();
+    let originals: Vec<screentape::media::png::RgbImage> = captures
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let mut img = screenshot(640, 360, *t, i as u64, 4);
+            mark(&mut img, i);
+            img
+        })
+        .collect();
+    s.clock.set_ms(*captures.last().unwrap());
+    for (t, img) in captures.iter().zip(&originals) {
+        s.app.ingest.accept(&device, *t, &encode_rgb(img)).expect("ingest");
+    }
+    s.advance_and_encode(T0 + 3 * 60_000);
+    let b = open_player_in(Browser::start(), &s, "ann", &ann, "");
+    b.run("window.screentape.zoomTo(1); await new Promise(r => requestAnimationFrame(r));", json!({}));
+    // Capture 5 is the last of the first minute (…:53); 6 is the first of the next segment.
+    let last_of_minute = captures.iter().rposition(|c| *c < T0 + 60_000).unwrap();
+    assert_eq!(last_of_minute, 5);
+    b.run("await window.screentape.seekWall(args.t);", json!({ "t": captures[3] }));
+    let step = |key: &str| -> Value {
+        b.run(
+            &format!(
+                "await new Promise(r => setTimeout(r, 400));   // a person's pace: decode-ahead runs meanwhile
+                 document.dispatchEvent(new KeyboardEvent('keydown', {{ key: args.key, bubbles: true }}));
+                 await window.screentape.settled();
+                 for (const i of document.querySelectorAll('#stage img.still')) i.style.visibility = 'hidden';
+                 await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
+                 {READ_MARKER}
+                 const f = document.getElementById('frame');
+                 return {{ n, info: window.screentape.lastSeekInfo(), frameMode: window.screentape.frameMode(), canvas: !f.hidden && Number(f.dataset.capture),
+                          paused: document.getElementById('video').paused, wall: window.screentape.currentWall() }};"
+            ),
+            json!({ "key": key }),
+        )
+    };
+    for (key, want) in [("ArrowRight", 4usize), ("ArrowRight", 5), ("ArrowRight", 6), ("ArrowRight", 7), ("ArrowLeft", 6), ("ArrowLeft", 5), ("ArrowLeft", 4)] {
+        let v = step(key);
+        assert_eq!(v["n"], json!(want), "{key} shows capture {want}: {v}");
+        assert_eq!(v["wall"], json!(captures[want]), "{v}");
+        assert_eq!(v["frameMode"], json!(true), "the step went through WebCodecs: {v}");
+        assert_eq!(v["canvas"], json!(captures[want]), "the decoded frame of capture {want} is on screen: {v}");
+        assert_eq!(v["info"]["path"], json!("frames"), "{v}");
+        assert_eq!(v["paused"], json!(true));
+        if want == 6 || want == 5 {
+            assert_eq!(v["info"]["cached"], json!(true), "across the boundary the frame was decoded ahead: {v}");
+        }
+        let shown = stage_pixels(&b);
+        assert_eq!((shown.width, shown.height), (640, 360));
+        let db = screentape::media::psnr_rgb(&shown, &originals[want]);
+        eprintln!("WebCodecs step {key} to capture {want}: {db:.1} dB on screen (still hidden), cached {}", v["info"]["cached"]);
+        assert!(db >= 45.0, "{key} to capture {want}: the decoded frame on screen at {db:.1} dB");
+    }
+    // Play leaves frame mode: the video takes over at the same moment and moves on.
+    let played = b.run(
+        "window.screentape.setSpeed(8); await window.screentape.play();
+         await new Promise(r => setTimeout(r, 1500));
+         const w = window.screentape.currentWall(); document.getElementById('video').pause();
+         return [window.screentape.frameMode(), document.getElementById('frame').hidden, w];",
+        json!({}),
+    );
+    assert_eq!(played[0], json!(false), "{played}");
+    assert_eq!(played[1], json!(true), "{played}");
+    assert!(played[2].as_i64().unwrap() > captures[4], "playback moved on from capture 4: {played}");
+    assert_eq!(b.csp_violations(), json!([]));
+}
+
+/// Issue 11, scrubbing, downloads and the first capture: dragging the playhead shows the
+/// storyboard tile under the pointer (no seek until release; release seeks there), hovering uses
+/// the storyboard, the activity lane is higher where the screen changed, the download menu offers
+/// exact 4:4:4 and plays-everywhere 4:2:0 (served as avc1.64…), and before the device's first
+/// capture the player says "No recording" (frame.png answers 404 there).
+#[test]
+fn storyboard_scrubbing_activity_lane_download_menu_and_no_recording_before_the_first_capture() {
+    let s = Server::start();
+    let ann = s.add_user("ann", false);
+    let (device, _) = s.add_device("ann-desktop", Some("ann"));
+    // Eight minutes: the first capture at :09.985 of its minute; minutes 0–3 show the same page
+    // (only the marker changes), minutes 4–7 scroll on every capture.
+    let first = T0 + 9_985;
+    let captures: Vec<i64> = (0..48).map(|i| first + i * STEP_MS).collect();
+    s.clock.set_ms(*captures.last().unwrap());
+    for (i, t) in captures.iter().enumerate() {
+        let busy = *t >= T0 + 4 * 60_000;
+        let mut img = screenshot(640, 360, if busy { *t } else { T0 }, if busy { i as u64 } else { 0 }, 4);
+        mark(&mut img, i);
+        s.app.ingest.accept(&device, *t, &encode_rgb(&img)).expect("ingest");
+    }
+    s.advance_and_encode(T0 + 10 * 60_000);
+    let b = open_player_in(Browser::start(), &s, "ann", &ann, "");
+
+    // Before the first capture: "No recording", the first capture shown at its own time.
+    let v = b.run(
+        &format!("await window.screentape.seekWall(args.t); {READ_MARKER}
+                 const r = await fetch(`/api/v1/devices/${{window.screentape.state().device}}/frame.png?t=${{args.t}}`);
+                 const f = await fetch(`/api/v1/devices/${{window.screentape.state().device}}/frame.png?t=${{args.first}}`);
+                 return [document.getElementById('notice').textContent, window.screentape.currentWall(), n, r.status, f.status, f.headers.get('X-Frame-Time')];"),
+        json!({ "t": T0 + 5_000, "first": first }),
+    );
+    assert!(v[0].as_str().unwrap().contains("No recording"), "{v}");
+    assert_eq!(v[1], json!(first), "{v}");
+    assert_eq!(v[2], json!(0), "{v}");
+    assert_eq!(v[3], json!(404), "frame.png before the first capture: {v}");
+    assert_eq!(v[4], json!(200), "{v}");
+    assert_eq!(v[5].as_str().map(|s| s.parse::<i64>().ok()), Some(Some(first)), "the first capture is presented at its time: {v}");
+
+    // The whole footage in view (5-minute minimum span is fine: zoom to 24 h then fit).
+    b.run("window.screentape.fitTimeline(); await new Promise(r => requestAnimationFrame(r));", json!({}));
+
+    // Activity lane: the busy minutes draw higher bars than the quiet ones.
+    let lane = b.run(
+        "const c = document.getElementById('timeline'), g = c.getContext('2d');
+         const w = window.screentape.timelineWindow(), dpr = window.devicePixelRatio || 1;
+         const height = (wall) => {
+           const x = Math.round((wall - w.from) / (w.to - w.from) * c.clientWidth * dpr);
+           const px = g.getImageData(x, 62 * dpr, 1, 16 * dpr).data;
+           let n = 0;
+           for (let i = 0; i < px.length; i += 4) if (px[i + 2] > 200 && px[i] < 160) n++;
+           return n;
+         };
+         return [1, 2, 5, 6].map(m => height(args.t0 + m * 60000 + 30000));",
+        json!({ "t0": T0 }),
+    );
+    let h: Vec<i64> = lane.as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect();
+    eprintln!("activity lane bar heights (px) at minutes 1, 2, 5, 6: {h:?}");
+    assert!(h[2] > h[0] && h[3] > h[1] && h[2] >= 4, "busy minutes draw higher activity bars: {h:?}");
+
+    // Hover and drag: the storyboard tile under the pointer; the playhead follows the pointer
+    // without seeking; release seeks there.
+    let before = b.run("return window.screentape.currentWall();", json!({}));
+    let drag = b.run(
+        "const c = document.getElementById('timeline'), r = c.getBoundingClientRect();
+         const w = window.screentape.timelineWindow();
+         const xAt = (wall) => r.left + (wall - w.from) / (w.to - w.from) * r.width;
+         const ev = (type, wall) => c.dispatchEvent(new PointerEvent(type, { pointerId: 1, pointerType: 'mouse', clientX: xAt(wall), clientY: r.top + 30, bubbles: true }));
+         const device = window.screentape.state().device;
+         const hour = Math.floor(args.a / 3600000) * 3600000;
+         const board = await (await fetch(`/api/v1/devices/${device}/storyboard?hour=${hour}`)).json();
+         const tileCapture = (wall) => board.tiles[Math.floor((wall - board.start_ms) / board.interval_ms)];
+         // Hover first (fetches the hour's board once), then drag.
+         ev('pointermove', args.a);
+         const t0 = performance.now();
+         while (document.getElementById('preview-tile').hidden && performance.now() - t0 < 5000) { await new Promise(r => setTimeout(r, 10)); ev('pointermove', args.a); }
+         const out = [];
+         ev('pointerdown', args.a);
+         for (const wall of [args.a, args.b, args.c]) {
+           const t = performance.now();
+           ev('pointermove', wall);
+           const tile = document.getElementById('preview-tile');
+           out.push({ shown: !tile.hidden, capture: Number(tile.dataset.capture), want: tileCapture(wall), ms: performance.now() - t,
+                      label: document.getElementById('preview-time').textContent, wall: window.screentape.currentWall() });
+         }
+         ev('pointerup', args.c);
+         await window.screentape.settled();
+         return { out, after: window.screentape.currentWall() };",
+        json!({ "a": T0 + 60_000 + 20_000, "b": T0 + 4 * 60_000 + 40_000, "c": T0 + 6 * 60_000 + 5_000 }),
+    );
+    for p in drag["out"].as_array().unwrap() {
+        assert_eq!(p["shown"], json!(true), "the storyboard tile shows during the drag: {drag}");
+        assert_eq!(p["capture"], p["want"], "the tile under the pointer: {drag}");
+        assert!(p["ms"].as_f64().unwrap() < 50.0, "from the cached board within 50 ms: {drag}");
+        assert_eq!(p["wall"], before, "no seek while dragging: {drag}");
+    }
+    let released = T0 + 6 * 60_000 + 5_000;
+    let want = captures.iter().rposition(|c| *c <= released).unwrap();
+    assert_eq!(drag["after"], json!(released), "release seeks to the pointer: {drag}");
+    let n = b.run(&format!("{READ_MARKER} return n;"), json!({}));
+    assert_eq!(n, json!(want), "the frame at the release point is on screen");
+
+    // Downloads: both forms, said which is which; the 4:2:0 one is H.264 High (avc1.64…), the
+    // exact one High 4:4:4 (avc1.F4…).
+    let dl = b.run(
+        "const get = (id) => document.getElementById(id);
+         const profile = async (href) => {
+           const buf = new Uint8Array(await (await fetch(href)).arrayBuffer());
+           for (let i = 4; i + 8 < buf.length; i++) {
+             if (buf[i] === 0x61 && buf[i + 1] === 0x76 && buf[i + 2] === 0x63 && buf[i + 3] === 0x43) return 'avc1.' + [buf[i + 5], buf[i + 6], buf[i + 7]].map(b => b.toString(16).padStart(2, '0')).join('');
+           }
+           return null;
+         };
+         return { exact: get('dl-exact').textContent, e420: get('dl-420').textContent, exactHref: get('dl-exact').getAttribute('href'), href420: get('dl-420').getAttribute('href'),
+                  p420: await profile(get('dl-420').href), pExact: await profile(get('dl-exact').href) };",
+        json!({}),
+    );
+    assert!(dl["exact"].as_str().unwrap().contains("Exact (4:4:4"), "{dl}");
+    assert!(dl["e420"].as_str().unwrap().contains("Plays everywhere (4:2:0)"), "{dl}");
+    assert!(dl["href420"].as_str().unwrap().contains("chroma=420"), "{dl}");
+    assert!(dl["p420"].as_str().unwrap_or("").starts_with("avc1.64"), "the plays-everywhere download is High 4:2:0: {dl}");
+    assert!(dl["pExact"].as_str().unwrap_or("").starts_with("avc1.f4"), "the exact download is High 4:4:4: {dl}");
+    assert_eq!(b.csp_violations(), json!([]));
 }
