@@ -184,3 +184,29 @@ pub async fn export_mp4(
     // Range too, so that a `<video src>` pointed at an export can seek in it.
     files::with_range(export.bytes, headers, &request)
 }
+
+/// `storyboard?hour=H`: which capture each tile of that hour's sprite shows, and the sprite's URL.
+pub async fn storyboard(
+    State(state): State<AppState>,
+    VisibleDevice(device): VisibleDevice,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let hour = required_time(&q, "hour")?;
+    let playback = state.playback.clone();
+    let board = blocking(move || Ok(playback.storyboard(&device, hour)?)).await?;
+    // The current hour grows: a fresh answer each time (the sprite URL changes with the footage).
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(board)).into_response())
+}
+
+/// `storyboard/{HOUR-VERSION}.jpg`: the sprite; its name changes whenever its content would.
+pub async fn storyboard_sprite(
+    State(state): State<AppState>,
+    VisibleDevice(device): VisibleDevice,
+    Path((_, file)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let name = file.strip_suffix(".jpg").ok_or(ApiError::NotFound)?.to_string();
+    let playback = state.playback.clone();
+    let jpeg = blocking(move || Ok(playback.storyboard_sprite(&device, &name)?)).await?;
+    files::immutable(jpeg, "image/jpeg", &headers)
+}

@@ -20,3 +20,4 @@ mod robustness;
 mod postgres;
 mod browser;
 mod player;
+mod viewer;

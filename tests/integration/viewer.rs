@@ -1,0 +1,195 @@
+//! The viewer's server side: the activity lane, storyboards, the 4:2:0 download, and exact
+//! presentation times at the edges of a device's footage.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use screentape::media::png::RgbImage;
+use screentape::media::psnr_rgb;
+
+use crate::support::{shot, Server, T0};
+
+const MIN: i64 = 60_000;
+
+/// Decodes a JPEG with the ffmpeg command line into RGB pixels.
+fn decode_jpeg(jpeg: &[u8]) -> RgbImage {
+    let probe = run_with_input(&["ffprobe", "-v", "error", "-show_entries", "stream=width,height", "-of", "csv=p=0", "-i", "-"], jpeg);
+    let dims: Vec<u32> = String::from_utf8(probe).unwrap().trim().split(',').map(|n| n.parse().unwrap()).collect();
+    let data = run_with_input(&["ffmpeg", "-v", "error", "-i", "-", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], jpeg);
+    assert_eq!(data.len(), (dims[0] * dims[1] * 3) as usize);
+    RgbImage { width: dims[0], height: dims[1], data }
+}
+
+fn run_with_input(args: &[&str], input: &[u8]) -> Vec<u8> {
+    let mut child = Command::new(args[0]).args(&args[1..]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("ffmpeg tools are installed");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let out = child.wait_with_output().unwrap();
+    let _ = writer.join();
+    assert!(out.status.success(), "{args:?} failed");
+    out.stdout
+}
+
+/// `img` shrunk by an integer factor (box filter), like a storyboard tile of it.
+fn shrink(img: &RgbImage, factor: u32) -> RgbImage {
+    let (w, h) = (img.width / factor, img.height / factor);
+    let mut data = Vec::with_capacity((w * h * 3) as usize);
+    for y in 0..h {
+        for x in 0..w {
+            for c in 0..3 {
+                let mut sum = 0u32;
+                for dy in 0..factor {
+                    for dx in 0..factor {
+                        sum += img.data[(((y * factor + dy) * img.width + x * factor + dx) * 3 + c) as usize] as u32;
+                    }
+                }
+                data.push((sum / (factor * factor)) as u8);
+            }
+        }
+    }
+    RgbImage { width: w, height: h, data }
+}
+
+/// Tile `i` of a sprite.
+fn tile(sprite: &RgbImage, i: usize, (w, h): (u32, u32), cols: usize) -> RgbImage {
+    let (col, row) = ((i % cols) as u32, (i / cols) as u32);
+    let mut data = Vec::with_capacity((w * h * 3) as usize);
+    for y in 0..h {
+        let at = (((row * h + y) * sprite.width + col * w) * 3) as usize;
+        data.extend_from_slice(&sprite.data[at..at + (w * 3) as usize]);
+    }
+    RgbImage { width: w, height: h, data }
+}
+
+/// Minute 0 changes at every capture, minute 1 repeats one picture (an idle screen), minute 2
+/// is empty, minute 3 holds one capture. The activity lane tells them apart, keeps its values
+/// through compaction, and the storyboard of the hour shows the capture on screen every 15 s.
+#[test]
+fn activity_lane_and_storyboard_show_what_happened() {
+    let s = Server::start();
+    let ann = s.add_user("ann", false);
+    let bob = s.add_user("bob", false);
+    let (device, token) = s.add_device("laptop", Some("ann"));
+    s.clock.set_ms(T0 + 4 * MIN);
+    let mut originals = BTreeMap::new();
+    let (idle_png, idle_img) = shot(640, 360, T0, 99);
+    let mut times = Vec::new();
+    for i in 0..6 {
+        let t = T0 + i * 10_000;
+        let (png, img) = shot(640, 360, t, i as u64);
+        assert_eq!(s.upload(&token, t, &png).status(), 201);
+        originals.insert(t, img);
+        times.push(t);
+    }
+    for i in 0..6 {
+        let t = T0 + MIN + i * 10_000;
+        assert_eq!(s.upload(&token, t, &idle_png).status(), 201);
+        originals.insert(t, idle_img.clone());
+        times.push(t);
+    }
+    let (png, img) = shot(640, 360, T0 + 3 * MIN, 50);
+    assert_eq!(s.upload(&token, T0 + 3 * MIN, &png).status(), 201);
+    originals.insert(T0 + 3 * MIN, img);
+    s.advance_and_encode(T0 + 4 * MIN + 15_000);
+
+    // The activity lane: one value per minute from `from` rounded down, null where nothing was recorded.
+    let lane = |s: &Server| -> serde_json::Value {
+        let tl: serde_json::Value =
+            s.get(&ann.token, &format!("/api/v1/devices/{device}/timeline?from={}&to={}", T0 + 1_234, T0 + 5 * MIN)).send().unwrap().json().unwrap();
+        tl["activity"].clone()
+    };
+    let activity = lane(&s);
+    assert_eq!(activity["start_ms"], T0);
+    assert_eq!(activity["step_ms"], MIN);
+    let values: Vec<Option<i64>> = activity["values"].as_array().unwrap().iter().map(|v| v.as_i64()).collect();
+    assert_eq!(values.len(), 5, "{activity}");
+    let (busy, idle) = (values[0].expect("minute 0 recorded"), values[1].expect("minute 1 recorded"));
+    assert!(busy > 20 * idle.max(1), "a changing minute ({busy} B) reads far above an idle one ({idle} B)");
+    assert_eq!(values[2], None, "nothing recorded in minute 2");
+    assert!(values[3].is_some(), "minute 3 is recorded");
+    assert_eq!(values[4], None, "minute 4 is not encoded yet");
+
+    // The storyboard of the hour.
+    let board: serde_json::Value = s.get(&ann.token, &format!("/api/v1/devices/{device}/storyboard?hour={T0}")).send().unwrap().json().unwrap();
+    assert_eq!(board["start_ms"], T0);
+    assert_eq!((board["interval_ms"].as_i64(), board["cols"].as_i64(), board["rows"].as_i64()), (Some(15_000), Some(16), Some(15)));
+    assert_eq!((board["tile_w"].as_u64(), board["tile_h"].as_u64()), (Some(160), Some(90)), "160 px at 16:9");
+    let tiles: Vec<Option<i64>> = board["tiles"].as_array().unwrap().iter().map(|v| v.as_i64()).collect();
+    assert_eq!(tiles.len(), 240);
+    let want: Vec<Option<i64>> = (0..240)
+        .map(|i| {
+            let t = T0 + i * 15_000;
+            if (2 * MIN..3 * MIN).contains(&(t - T0)) || t >= T0 + 4 * MIN {
+                return None;
+            }
+            originals.keys().rev().find(|c| **c <= t).copied()
+        })
+        .collect();
+    assert_eq!(tiles, want, "the capture on screen every 15 s, null where nothing was recorded");
+    let url = board["url"].as_str().unwrap().to_string();
+    assert!(url.starts_with(&format!("storyboard/{T0}-")) && url.ends_with(".jpg"), "{url}");
+
+    let sprite_url = format!("/api/v1/devices/{device}/{url}");
+    let r = s.get(&ann.token, &sprite_url).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "image/jpeg");
+    assert!(r.headers()["cache-control"].to_str().unwrap().contains("immutable"));
+    let jpeg = r.bytes().unwrap().to_vec();
+    let sprite = decode_jpeg(&jpeg);
+    assert_eq!((sprite.width, sprite.height), (16 * 160, 15 * 90));
+    for (i, capture) in tiles.iter().enumerate() {
+        let shown = tile(&sprite, i, (160, 90), 16);
+        match capture {
+            Some(c) => {
+                let psnr = psnr_rgb(&shown, &shrink(&originals[c], 4));
+                assert!(psnr >= 22.0, "tile {i} shows capture {} ms at {psnr:.1} dB", c - T0);
+                // And not some other capture: the changing minute's neighbours differ.
+                if let Some(other) = originals.keys().find(|o| *o != c && originals[*o] != originals[c]) {
+                    assert!(psnr > psnr_rgb(&shown, &shrink(&originals[other], 4)), "tile {i} matches its own capture best");
+                }
+            }
+            None => {
+                // Inside an 8-px margin: JPEG blocks straddle tile edges (90 rows is not a multiple of 16).
+                let inner = (8..82).flat_map(|y| (8..152).map(move |x| ((y * 160 + x) * 3) as usize));
+                let plain = inner.flat_map(|at| shown.data[at..at + 3].to_vec()).all(|p| p.abs_diff(32) <= 6);
+                assert!(plain, "tile {i} (nothing recorded) is plain dark grey");
+            }
+        }
+    }
+    // Cached: the same bytes again; a second request is not a second decode.
+    assert_eq!(s.get(&ann.token, &sprite_url).send().unwrap().bytes().unwrap().to_vec(), jpeg);
+
+    // Only the owner sees them: another viewer gets 404 for the board and the sprite alike.
+    assert_eq!(s.get(&bob.token, &format!("/api/v1/devices/{device}/storyboard?hour={T0}")).send().unwrap().status(), 404);
+    assert_eq!(s.get(&bob.token, &sprite_url).send().unwrap().status(), 404);
+    // Bad or foreign names and hours.
+    assert_eq!(s.get(&ann.token, &format!("/api/v1/devices/{device}/storyboard?hour={}", T0 + 1)).send().unwrap().status(), 400);
+    assert_eq!(s.get(&ann.token, &format!("/api/v1/devices/{device}/storyboard?hour={}", T0 - 48 * 60 * MIN)).send().unwrap().status(), 404);
+    assert_eq!(s.get(&ann.token, &format!("/api/v1/devices/{device}/storyboard/{T0}-00ff.jpg")).send().unwrap().status(), 404);
+    assert_eq!(s.get(&ann.token, &format!("/api/v1/devices/{device}/storyboard/..%2F{T0}.jpg")).send().unwrap().status(), 404);
+
+    // A new minute makes a new sprite URL (the hour grew); the old one stays fetchable a while.
+    let (png, _) = shot(640, 360, T0 + 4 * MIN + 20_000, 60);
+    assert_eq!(s.upload(&token, T0 + 4 * MIN + 20_000, &png).status(), 201);
+    s.advance_and_encode(T0 + 5 * MIN + 15_000);
+    let board2: serde_json::Value = s.get(&ann.token, &format!("/api/v1/devices/{device}/storyboard?hour={T0}")).send().unwrap().json().unwrap();
+    assert_ne!(board2["url"], board["url"]);
+    assert_eq!(board2["tiles"][17], T0 + 3 * MIN, "4:15 still shows 3:00 (carried into minute 4)");
+    assert_eq!(board2["tiles"][18], T0 + 4 * MIN + 20_000);
+    assert_eq!(s.get(&ann.token, &sprite_url).send().unwrap().status(), 200);
+
+    // Compaction rewrites minutes 0-9 into one segment; the lane keeps its values.
+    s.advance_and_encode(T0 + 20 * MIN + 15_000);
+    let segs = s.app.index.segments_between(&device, T0, T0 + 10 * MIN).unwrap();
+    assert!(segs.iter().all(|s| s.span_ms == 10 * MIN), "compacted: {segs:?}");
+    let after = lane(&s);
+    assert_eq!(after["values"].as_array().unwrap()[..4], activity["values"].as_array().unwrap()[..4], "values survive compaction");
+
+    // Retention takes the lane and the sprites with the footage.
+    s.clock.set_ms(T0 + 25 * 60 * MIN);
+    s.app.retention_sweep().unwrap();
+    assert!(s.app.index.activity_between(&device, 0, i64::MAX).unwrap().is_empty());
+    assert!(s.app.store.list(screentape::layout::STORYBOARD_PREFIX).unwrap().is_empty(), "sprites swept with their hour");
+}
