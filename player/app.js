@@ -590,9 +590,24 @@ const BOARDS_KEPT = 48;
 function board(hour) {
   const key = `${S.device}/${hour}`;
   let e = boards.get(key);
+  // The hour being recorded gets new tiles as minutes are encoded: look again after a minute,
+  // keeping the board we have until the new one is ready.
+  const live = S.timeline && S.timeline.live_edge_ms && hour + HOUR > S.timeline.live_edge_ms;
+  if (e && e.ok && live && Date.now() - e.at > 60000 && !e.refreshing) {
+    e.refreshing = true;
+    const next = loadBoard(hour);
+    next.ready.then((ok) => { if (ok && boards.get(key) === e) boards.set(key, next); else e.refreshing = false; });
+  }
   if (e) return e;
-  e = { meta: null, img: null, ok: null, device: S.device };
+  e = loadBoard(hour);
   boards.set(key, e);
+  for (const k of boards.keys()) { if (boards.size <= BOARDS_KEPT) break; boards.delete(k); }
+  return e;
+}
+
+function loadBoard(hour) {
+  const key = `${S.device}/${hour}`;
+  const e = { meta: null, img: null, ok: null, at: Date.now() };
   const base = `/api/v1/devices/${S.device}/`;
   e.ready = fetch(`${base}storyboard?hour=${hour}`, { credentials: 'same-origin' })
     .then((r) => (r.ok ? r.json() : null))
@@ -605,7 +620,6 @@ function board(hour) {
     })
     .catch(() => false)
     .then((ok) => { e.ok = ok; if (!ok) setTimeout(() => { if (boards.get(key) === e) boards.delete(key); }, 30000); return ok; });
-  for (const k of boards.keys()) { if (boards.size <= BOARDS_KEPT) break; boards.delete(k); }
   return e;
 }
 
@@ -763,8 +777,10 @@ function drawTimeline() {
   }
 }
 
-// The activity lane (y 62…78): how much the screen changed per minute, as bars scaled to the
-// largest value in view (square root, so a little change still shows). Zoomed out, one pixel
+// The activity lane (y 62…78): how much the screen changed per minute (encoded bytes, keyframes
+// left out), as bars on a log scale relative to the largest value in view, over three decades
+// (an unchanged screen's few hundred bytes a minute barely show next to a scrolled page's tens of
+// kilobytes; typing shows clearly). Zoomed out, one pixel
 // column shows the largest minute under it; zoomed in, a minute is a bar as wide as it is.
 const LANE_TOP = 62, LANE_H = 16;
 function drawActivity(g, act, from, to, w) {
@@ -790,7 +806,7 @@ function drawActivity(g, act, from, to, w) {
     if (v == null || !(v > 0)) continue;
     const t = act.start_ms + i * step;
     const x0 = ((t - from) / (to - from)) * w, x1 = ((t + step - from) / (to - from)) * w;
-    const hgt = Math.max(1, Math.round(Math.sqrt(v / max) * (LANE_H - 1)));
+    const hgt = Math.max(1, Math.round(Math.max(0, Math.log(v / (max / 1000)) / Math.log(1000)) * (LANE_H - 1)));
     if (x1 - x0 >= 2) {
       g.fillRect(x0, LANE_TOP + LANE_H - hgt, Math.max(1, x1 - x0 - 1), hgt);
     } else {
