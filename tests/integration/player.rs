@@ -1218,21 +1218,6 @@ fn storyboard_scrubbing_activity_lane_download_menu_and_no_recording_before_the_
     s.advance_and_encode(T0 + 10 * 60_000);
     let b = open_player_in(Browser::start(), &s, "ann", &ann, "");
 
-    // Before the first capture: "No recording", the first capture shown at its own time.
-    let v = b.run(
-        &format!("await window.screentape.seekWall(args.t); {READ_MARKER}
-                 const r = await fetch(`/api/v1/devices/${{window.screentape.state().device}}/frame.png?t=${{args.t}}`);
-                 const f = await fetch(`/api/v1/devices/${{window.screentape.state().device}}/frame.png?t=${{args.first}}`);
-                 return [document.getElementById('notice').textContent, window.screentape.currentWall(), n, r.status, f.status, f.headers.get('X-Frame-Time')];"),
-        json!({ "t": T0 + 5_000, "first": first }),
-    );
-    assert!(v[0].as_str().unwrap().contains("No recording"), "{v}");
-    assert_eq!(v[1], json!(first), "{v}");
-    assert_eq!(v[2], json!(0), "{v}");
-    assert_eq!(v[3], json!(404), "frame.png before the first capture: {v}");
-    assert_eq!(v[4], json!(200), "{v}");
-    assert_eq!(v[5].as_str().map(|s| s.parse::<i64>().ok()), Some(Some(first)), "the first capture is presented at its time: {v}");
-
     // The whole footage in view (5-minute minimum span is fine: zoom to 24 h then fit).
     b.run("window.screentape.fitTimeline(); await new Promise(r => requestAnimationFrame(r));", json!({}));
 
@@ -1316,5 +1301,20 @@ fn storyboard_scrubbing_activity_lane_download_menu_and_no_recording_before_the_
     assert!(dl["href420"].as_str().unwrap().contains("chroma=420"), "{dl}");
     assert!(dl["p420"].as_str().unwrap_or("").starts_with("avc1.64"), "the plays-everywhere download is High 4:2:0: {dl}");
     assert!(dl["pExact"].as_str().unwrap_or("").starts_with("avc1.f4"), "the exact download is High 4:4:4: {dl}");
+
+    // Before the first capture: "No recording", the first capture shown at its own time.
+    let v = b.run(
+        &format!("await window.screentape.seekWall(args.t); {READ_MARKER}
+                 const r = await fetch(`/api/v1/devices/${{window.screentape.state().device}}/frame.png?t=${{args.t}}`);
+                 const f = await fetch(`/api/v1/devices/${{window.screentape.state().device}}/frame.png?t=${{args.first}}`);
+                 return [document.getElementById('notice').textContent, window.screentape.currentWall(), n, r.status, f.status, f.headers.get('X-Frame-Time')];"),
+        json!({ "t": T0 + 5_000, "first": first }),
+    );
+    assert!(v[0].as_str().unwrap().contains("No recording"), "{v}");
+    assert_eq!(v[1], json!(first), "{v}");
+    assert_eq!(v[2], json!(0), "{v}");
+    assert_eq!(v[3], json!(404), "frame.png before the first capture: {v}");
+    assert_eq!(v[4], json!(200), "{v}");
+    assert_eq!(v[5].as_str().map(|s| s.parse::<i64>().ok()), Some(Some(first)), "the first capture is presented at its time: {v}");
     assert_eq!(b.csp_violations(), json!([]));
 }
