@@ -1085,7 +1085,26 @@ async function refreshTimeline(follow = true) {
     if (!(e instanceof AuthError)) setStatus('The server cannot be reached; retrying…', true);
   }
   drawTimeline();
+  prefetchBoards();
   if (follow) followNewest();
+}
+
+// The storyboards a person is about to need: the playhead's hour and, when the timeline shows
+// three hours or fewer, every recorded hour in view (the server makes a sprite on its first
+// request, so a seek or hover should not be the one waiting for it).
+function prefetchBoards() {
+  const tl = S.timeline;
+  if (!S.device || !tl || !tl.captures.length) return;
+  const hours = new Set();
+  const wall = currentWall() ?? tl.captures[tl.captures.length - 1];
+  hours.add(Math.floor(wall / HOUR) * HOUR);
+  const { from, to } = timelineWindow();
+  if (to - from <= 3 * HOUR) {
+    for (const r of tl.recorded) {
+      for (let h = Math.floor(Math.max(r.start_ms, from) / HOUR) * HOUR; h < Math.min(r.end_ms, to); h += HOUR) hours.add(h);
+    }
+  }
+  for (const h of hours) board(h);
 }
 
 async function openDevice(id, startWall, live) {

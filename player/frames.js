@@ -192,7 +192,9 @@
     // The decoded frame shown at `wall` inside segment `seg` ({ url, initUrl }), decoding what is
     // needed. Resolves { frame, ms, decoded, fetchMs, cached } or null (superseded, or undecodable).
     async frameAt(seg, wall) {
-      const { samples, fetchMs } = await this.segment(seg.url, seg.initUrl);
+      const fetched = !this.segments.has(seg.url);
+      const { samples, fetchMs: took } = await this.segment(seg.url, seg.initUrl);
+      const fetchMs = fetched ? took : 0;
       let i = -1;
       for (let k = 0; k < samples.length && samples[k].ms <= wall; k++) i = k;
       if (i < 0) i = 0;

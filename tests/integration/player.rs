@@ -1059,8 +1059,11 @@ fn bench_player_main_and_new_on_a_corpus_hour() {
             }
         }
         // Screenshot steps: 30 forward from 40 % of the hour and 30 back from 70 % (each run
-        // crosses a 10-minute block's boundary), through the keyboard, back to back, each checked.
+        // crosses a 10-minute block's boundary), through the keyboard, each checked.
         let mut step_ms = Vec::new();
+        // A person tapping an arrow key: SCREENTAPE_PLAYER_STEP_PACE ms between presses (default
+        // 150, about 7 a second; 0 = back to back).
+        let pace: u64 = std::env::var("SCREENTAPE_PLAYER_STEP_PACE").ok().and_then(|v| v.parse().ok()).unwrap_or(150);
         let len = captures.len() as i64;
         for (from, key, delta) in [(len * 2 / 5, "ArrowRight", 1i64), (len * 7 / 10, "ArrowLeft", -1)] {
             b.run("await window.screentape.seekWall(args.t); await new Promise(r => setTimeout(r, 300));", json!({ "t": captures[from as usize] }));
@@ -1069,14 +1072,15 @@ fn bench_player_main_and_new_on_a_corpus_hour() {
                 at += delta;
                 let v = b.run(
                     &format!(
-                        "const t0 = performance.now();
+                        "await new Promise(r => setTimeout(r, args.pace));
+                         const t0 = performance.now();
                          document.dispatchEvent(new KeyboardEvent('keydown', {{ key: args.key, bubbles: true }}));
                          await window.screentape.settled();
                          await new Promise(r => requestAnimationFrame(r));
                          const ms = performance.now() - t0;
                          {READ_MARKER} return [n, ms];"
                     ),
-                    json!({ "key": key }),
+                    json!({ "key": key, "pace": pace }),
                 );
                 if v[0].as_i64().unwrap() != at {
                     wrong += 1;
@@ -1086,7 +1090,7 @@ fn bench_player_main_and_new_on_a_corpus_hour() {
         }
         let mean = |v: &[f64]| if v.is_empty() { 0.0 } else { v.iter().sum::<f64>() / v.len() as f64 };
         eprintln!(
-            "bench: {name:4} player: {} seeks p50 {:.0} ms p95 {:.0} ms; {} steps p50 {:.0} ms p95 {:.0} ms; wrong frames {wrong}; \
+            "bench: {name:4} player: {} seeks p50 {:.0} ms p95 {:.0} ms; {} steps ({pace} ms apart) p50 {:.0} ms p95 {:.0} ms; wrong frames {wrong}; \
              segment fetch per seek mean {:.0} ms",
             seek_ms.len(), pct(&seek_ms, 50), pct(&seek_ms, 95), step_ms.len(), pct(&step_ms, 50), pct(&step_ms, 95), mean(&fetch_ms)
         );
