@@ -52,11 +52,15 @@ impl Encoder {
     }
 
     /// If the block starting at `next` was encoded with a carry that is no longer the latest
-    /// earlier capture (a late frame arrived), queue it for re-encoding.
+    /// earlier capture, or without one that it could now have (a late frame arrived), queue it
+    /// for re-encoding.
     fn recheck_next_block(&self, device_id: &str, next: i64, last_capture_ms: i64) -> Result<(), EncodeError> {
-        let first_next = self.index.segments_between(device_id, next, next + 1)?.into_iter().next();
-        if let Some(Segment { carry_ms: Some(carry_ms), minute_ms: m, .. }) = first_next {
-            if m == next && carry_ms != last_capture_ms {
+        // Its first segment starts at `next` with a carry, or later (at its first capture) without one.
+        let first_next = self.index.segments_between(device_id, next, next + MINUTE_MS)?.into_iter().find(|s| s.minute_ms == next);
+        if let Some(Segment { carry_ms, start_ms, .. }) = first_next {
+            let stale_carry = carry_ms.is_some_and(|c| c != last_capture_ms);
+            let carry_now_possible = carry_ms.is_none() && start_ms > next && next - last_capture_ms <= self.carry_max_age_ms;
+            if stale_carry || carry_now_possible {
                 self.pending.add_minute(device_id, next);
             }
         }

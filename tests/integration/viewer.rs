@@ -193,3 +193,79 @@ fn activity_lane_and_storyboard_show_what_happened() {
     assert!(s.app.index.activity_between(&device, 0, i64::MAX).unwrap().is_empty());
     assert!(s.app.store.list(screentape::layout::STORYBOARD_PREFIX).unwrap().is_empty(), "sprites swept with their hour");
 }
+
+/// Regression (issue 11): a device's first capture after a gap was presented from its minute's
+/// :00 — `frame.png?t=:05` returned a capture taken at :09.985 with `X-Frame-Time` :00. Every
+/// capture is now presented at its capture time, and before a device's first capture there is
+/// nothing: 404, a gap entry in the playlist, no frame in the export.
+#[test]
+fn regression_first_capture_after_a_gap_is_presented_at_its_capture_time() {
+    let s = Server::start();
+    let v = s.add_user("ann", false);
+    let (device, token) = s.add_device("laptop", Some("ann"));
+    // The device's first capture at 0:09.985; then a gap of more than carry_max_age; then 3:42.5.
+    let (first, after_gap, last) = (T0 + 9_985, T0 + 3 * MIN + 42_500, T0 + 3 * MIN + 50_000);
+    s.clock.set_ms(T0 + 4 * MIN);
+    let mut originals = BTreeMap::new();
+    for (i, t) in [first, T0 + 30_000, after_gap, last].into_iter().enumerate() {
+        let (png, img) = shot(640, 360, t, i as u64);
+        assert_eq!(s.upload(&token, t, &png).status(), 201);
+        originals.insert(t, img);
+    }
+    s.advance_and_encode(T0 + 4 * MIN + 15_000);
+    let frame = |t: i64| s.get(&v.token, &format!("/api/v1/devices/{device}/frame.png?t={t}")).send().unwrap();
+
+    for (t, why) in [(T0, "the minute's :00"), (T0 + 5_000, ":05, before the first capture"), (first - 1, "1 ms before it"), (T0 + 3 * MIN + 10_000, "after the gap, before the next capture")] {
+        assert_eq!(frame(t).status(), 404, "{why}: nothing recorded yet");
+    }
+    for (t, shown) in [(first, first), (T0 + 10_000, first), (T0 + 29_999, first), (after_gap, after_gap), (after_gap + 1, after_gap), (T0 + 4 * MIN - 1, last)] {
+        let r = frame(t);
+        assert_eq!(r.status(), 200, "t = {} ms", t - T0);
+        assert_eq!(r.headers()["x-frame-time"], shown.to_string(), "presented at its capture time (t = {} ms)", t - T0);
+        let png = screentape::media::png::decode_rgb(&r.bytes().unwrap(), 8192).unwrap();
+        assert!(psnr_rgb(&png, &originals[&shown]) >= 45.0);
+    }
+
+    // The playlist: media time is wall-clock time from the first capture; the partial minute
+    // before the capture after the gap is a gap entry.
+    let text = s.get(&v.token, &format!("/api/v1/devices/{device}/media.m3u8")).send().unwrap().text().unwrap();
+    let Ok(m3u8_rs::Playlist::MediaPlaylist(pl)) = m3u8_rs::parse_playlist_res(text.as_bytes()) else { panic!("{text}") };
+    let entries: Vec<(i64, i64, bool)> = pl
+        .segments
+        .iter()
+        .map(|e| (e.program_date_time.unwrap().timestamp_millis() - T0, (e.duration as f64 * 1000.0).round() as i64, e.unknown_tags.iter().any(|t| t.tag == "X-GAP")))
+        .collect();
+    assert_eq!(
+        entries,
+        vec![(9_985, MIN - 9_985, false), (MIN, MIN, true), (2 * MIN, MIN, true), (3 * MIN, 42_500, true), (3 * MIN + 42_500, 17_500, false)],
+        "{text}"
+    );
+    let tl: serde_json::Value = s.get(&v.token, &format!("/api/v1/devices/{device}/timeline")).send().unwrap().json().unwrap();
+    assert_eq!(tl["media_start_ms"], first);
+    assert_eq!(tl["recorded"][0]["start_ms"], first);
+    assert_eq!(tl["gaps"], serde_json::json!([{ "start_ms": T0 + MIN, "end_ms": after_gap }]));
+
+    // The export starts at the first capture and keeps the gap.
+    let r = s.get(&v.token, &format!("/api/v1/devices/{device}/export.mp4?from={T0}&to={}", T0 + 4 * MIN)).send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-export-start"], first.to_string());
+    let file = r.bytes().unwrap().to_vec();
+    let (init, media) = screentape::media::mp4::split_init(&file).unwrap();
+    let pts: Vec<i64> = screentape::media::ffmpeg::decode_segment(init, media).unwrap().iter().map(|f| f.0).collect();
+    assert_eq!(pts, vec![0, T0 + 30_000 - first, after_gap - first, last - first]);
+
+    // A late frame 50 s before the minute after it: that minute can now open with a carry, and is
+    // encoded again so that it does (the late capture stays on screen until the next one).
+    let late = T0 + 2 * MIN + 55_000;
+    let (png, img) = shot(640, 360, late, 9);
+    assert_eq!(s.upload(&token, late, &png).status(), 201);
+    originals.insert(late, img);
+    s.advance_and_encode(T0 + 4 * MIN + 20_000);
+    s.advance_and_encode(T0 + 4 * MIN + 25_000);
+    let r = frame(T0 + 3 * MIN + 10_000);
+    assert_eq!(r.status(), 200, "the late capture is carried into the next minute");
+    assert_eq!(r.headers()["x-frame-time"], (T0 + 3 * MIN).to_string(), "the carry is presented from the minute's start");
+    let png = screentape::media::png::decode_rgb(&r.bytes().unwrap(), 8192).unwrap();
+    assert!(psnr_rgb(&png, &originals[&late]) >= 45.0);
+    assert_eq!(frame(late - 1).status(), 404, "and nothing before the late capture");
+}
