@@ -172,10 +172,16 @@ pub async fn export_mp4(
     request: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (from, to) = (required_time(&q, "from")?, required_time(&q, "to")?);
+    // `chroma=420`: "plays everywhere" (H.264 High 4:2:0); the default is the exact stored 4:4:4.
+    let (rendition, suffix) = match q.get("chroma").map(String::as_str) {
+        None | Some("444") => (Rendition::Stored, ""),
+        Some("420") => (Rendition::Chroma420, "-420"),
+        Some(_) => return Err(ApiError::BadRequest("bad_chroma", "`chroma` must be 444 or 420".into())),
+    };
     let id = device.id.clone();
     let playback = state.playback.clone();
-    let export = blocking(move || Ok(playback.export(&device, from, to)?)).await?;
-    let disposition = format!("attachment; filename=\"screentape-{id}-{}.mp4\"", export.start_ms);
+    let export = blocking(move || Ok(playback.export(&device, from, to, rendition)?)).await?;
+    let disposition = format!("attachment; filename=\"screentape-{id}-{}{suffix}.mp4\"", export.start_ms);
     let mut headers = HeaderMap::new();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp4"));
     headers.insert(header::CONTENT_DISPOSITION, HeaderValue::from_str(&disposition).map_err(ApiError::internal)?);

@@ -46,7 +46,7 @@ pub enum PlaybackError {
     Export(#[from] crate::media::mp4::Mp4Error),
 }
 
-/// Which rendition of a device's footage.
+/// Which rendition of a device's footage (playlists, segments, exports).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rendition {
     /// As stored: H.264 High 4:4:4 (or AV1 4:4:4 blocks).

@@ -269,3 +269,71 @@ fn regression_first_capture_after_a_gap_is_presented_at_its_capture_time() {
     assert!(psnr_rgb(&png, &originals[&late]) >= 45.0);
     assert_eq!(frame(late - 1).status(), 404, "and nothing before the late capture");
 }
+
+/// ffprobe's view of an MP4: (profile, pix_fmt, codec tag) of the video stream and every frame's
+/// presentation time in ms.
+fn probe_mp4(file: &[u8]) -> (String, String, String, Vec<i64>) {
+    let out = run_with_input(
+        &["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "stream=profile,pix_fmt,codec_tag_string:frame=pts_time", "-of", "json", "-i", "-"],
+        file,
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let stream = &v["streams"][0];
+    let times = v["frames"].as_array().unwrap().iter().map(|f| (f["pts_time"].as_str().unwrap().parse::<f64>().unwrap() * 1000.0).round() as i64).collect();
+    let field = |k: &str| stream[k].as_str().unwrap_or_default().to_string();
+    (field("profile"), field("pix_fmt"), field("codec_tag_string"), times)
+}
+
+/// The "plays everywhere" download: `chroma=420` is H.264 High 4:2:0 with every capture at its
+/// time, across one-minute and compacted segments; the default stays the exact 4:4:4.
+#[test]
+fn export_420_plays_everywhere_with_every_capture_at_its_time() {
+    let s = Server::start();
+    let v = s.add_user("ann", false);
+    let (device, token) = s.add_device("laptop", Some("ann"));
+    let mut originals = BTreeMap::new();
+    // 14 minutes, a capture every 20 s from 0:04: the first 10 minutes get compacted.
+    let mut t = T0 + 4_000;
+    while t < T0 + 14 * MIN {
+        s.clock.set_ms(t);
+        let (png, img) = shot(642, 362, t, (t - T0) as u64 / 20_000);
+        assert_eq!(s.upload(&token, t, &png).status(), 201);
+        originals.insert(t, img);
+        t += 20_000;
+    }
+    s.advance_and_encode(T0 + 20 * MIN + 15_000);
+    let spans: Vec<i64> = s.app.index.segments_between(&device, 0, i64::MAX).unwrap().iter().map(|s| s.span_ms).collect();
+    assert!(spans.contains(&(10 * MIN)) && spans.contains(&MIN), "compacted and one-minute segments: {spans:?}");
+
+    let export = |q: &str| s.get(&v.token, &format!("/api/v1/devices/{device}/export.mp4?from={T0}&to={}{q}", T0 + 15 * MIN)).send().unwrap();
+    let r = export("&chroma=420");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-export-start"], (T0 + 4_000).to_string());
+    assert!(r.headers()["content-disposition"].to_str().unwrap().contains("-420.mp4"));
+    let file = r.bytes().unwrap().to_vec();
+    let (profile, pix_fmt, tag, times) = probe_mp4(&file);
+    assert_eq!((profile.as_str(), pix_fmt.as_str(), tag.as_str()), ("High", "yuv420p", "avc1"), "plays everywhere");
+    let (init, _) = screentape::media::mp4::split_init(&file).unwrap();
+    assert!(screentape::media::mp4::codec_string(init).unwrap().starts_with("avc1.64"));
+    // Every capture once at its time from the first; the only other frames are the carries that
+    // open one-minute segments (the previous capture repeated at :00).
+    let want: Vec<i64> = originals.keys().map(|c| c - (T0 + 4_000)).collect();
+    let (captures, carries): (Vec<i64>, Vec<i64>) = times.iter().partition(|t| want.contains(t));
+    assert_eq!(captures, want, "every capture once, at its time from the first");
+    assert!(carries.iter().all(|t| (t + 4_000) % MIN == 0 && *t >= 10 * MIN - 4_000), "only carries at the one-minute segments' starts: {carries:?}");
+    // The pictures are the captures (4:2:0 halves colour detail, so a loose bound).
+    let (init, media) = screentape::media::mp4::split_init(&file).unwrap();
+    for (pts, yuv) in screentape::media::ffmpeg::decode_segment(init, media).unwrap() {
+        if let Some(original) = originals.get(&(pts + T0 + 4_000)) {
+            let psnr = psnr_rgb(&screentape::media::ffmpeg::yuv_to_rgb(&yuv).unwrap(), original);
+            assert!(psnr >= 28.0, "capture {} ms at {psnr:.1} dB", pts + 4_000);
+        }
+    }
+
+    // The default is the exact 4:4:4, and a bad value is refused.
+    let exact = export("").bytes().unwrap().to_vec();
+    let (profile, pix_fmt, _, times) = probe_mp4(&exact);
+    assert_eq!((profile.as_str(), pix_fmt.as_str()), ("High 4:4:4 Predictive", "yuv444p"));
+    assert_eq!(times.iter().filter(|t| want.contains(t)).count(), want.len());
+    assert_eq!(export("&chroma=422").status(), 400);
+}
