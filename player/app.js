@@ -1115,7 +1115,7 @@ async function openDevice(id, startWall, live) {
   S.range = { from: null, to: null };
   updateDownloads();
   await refreshTimeline();
-  if (other) fitTimeline();
+  if (other) { fitTimeline(); prefetchBoards(); }
   if (S.hls) S.hls.destroy();
   const hls = new Hls({ startPosition: 0, maxBufferLength: 120, backBufferLength: 600, liveDurationInfinity: true });
   S.hls = hls;
