@@ -899,15 +899,36 @@ fn a_new_user_gets_a_plain_login_a_fitted_zoomable_timeline_honest_previews_live
             json!({ "wall": wall }),
         )
     };
-    let over = hover(start + 3 * 60_000 + 30_616);
+    // Over footage the preview is the storyboard tile under the pointer (once the hour's board is
+    // here), labelled with the capture it shows, to the second.
+    let over = b.run(
+        "const c = document.getElementById('timeline'), r = c.getBoundingClientRect();
+         const w = window.screentape.timelineWindow();
+         const x = r.left + (args.wall - w.from) / (w.to - w.from) * r.width;
+         const tile = document.getElementById('preview-tile');
+         const t0 = performance.now();
+         do {
+           c.dispatchEvent(new PointerEvent('pointermove', { clientX: x, clientY: r.top + 30, bubbles: true }));
+           if (!tile.hidden) break;
+           await new Promise(r => setTimeout(r, 50));
+         } while (performance.now() - t0 < 20000);
+         const hour = Math.floor(args.wall / 3600000) * 3600000;
+         const board = await (await fetch(`/api/v1/devices/${window.screentape.state().device}/storyboard?hour=${hour}`)).json();
+         const want = board.tiles[Math.floor((args.wall - board.start_ms) / board.interval_ms)];
+         const d = new Date(want), two = (n) => String(n).padStart(2, '0');
+         return { tile: !tile.hidden, capture: Number(tile.dataset.capture), want, label: document.getElementById('preview-time').textContent,
+                  hhmmss: `${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}` };",
+        json!({ "wall": start + 3 * 60_000 + 30_616 }),
+    );
     let label = over["label"].as_str().unwrap();
-    assert_eq!(over["img"], json!(true), "{over}");
-    assert!(over["src"].as_str().unwrap().ends_with(&format!("t={}", start + 3 * 60_000)), "the preview is of the minute: {over}");
-    assert!(label.contains(&format!("{}:00", over["hhmm"].as_str().unwrap())), "the label names the minute shown: {over}");
+    assert_eq!(over["tile"], json!(true), "the storyboard tile shows on hover: {over}");
+    assert_eq!(over["capture"], over["want"], "the tile of the moment under the pointer: {over}");
+    assert!(label.contains(over["hhmmss"].as_str().unwrap()), "the label names the capture shown: {over}");
     assert!(!label.contains('.') || !label.rsplit('.').next().unwrap().chars().all(|c| c.is_ascii_digit()), "no milliseconds: {over}");
     let before = hover(start - 20_000);
     assert_eq!(before["empty"], json!("No recording"), "{before}");
     assert_eq!(before["img"], json!(false), "no empty black picture: {before}");
+    assert_eq!(b.run("return document.getElementById('preview-tile').hidden;", json!({})), json!(true), "no tile where nothing was recorded");
 
     // Play is visibly alive: the default speed moves through several captures in two seconds.
     let played = b.run(
