@@ -11,7 +11,7 @@
 //
 // Memory bound: FRAME_BUDGET bytes of decoded pictures (width × height × bytes per pixel of the
 // decoder's format: 3 for I444, 1.5 for I420, 4 for BGRX), between MIN_FRAMES and MAX_FRAMES
-// frames; 400 MiB holds 67 frames of 1080p 4:4:4 (a whole 61-frame segment plus its neighbours'
+// frames; 400 MiB holds 66 frames of 1080p 4:4:4 (coded 1920×1090) (a whole 61-frame segment plus its neighbours'
 // edges). Frames farthest from the playhead are closed first. Fetched segment bytes: at most
 // SEGMENTS_KEPT.
 'use strict';
