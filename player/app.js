@@ -27,7 +27,16 @@ const S = {
   signedIn: false,         // whether /api/v1/me answered on this page
   stillToken: 0,           // bumped whenever the overlay's subject changes
   still: null,             // the overlay on screen: { capture, img } or null
+  frameMode: false,        // paused on a WebCodecs frame drawn on #frame (the <video> is not seeked)
+  pos: null,               // the playhead (wall ms) while in frame mode
+  frameSize: null,         // { w, h } of the last decoded frame
+  lastSeekInfo: null,      // how the latest seek was served (path, frames decoded, timings)
 };
+
+// WebCodecs frames around the playhead (frames.js), where the browser has VideoDecoder and the
+// address does not ask for `decoder=mse`; the <video>/MSE path stays for playback and as fallback.
+const FR = window.ScreentapeFrames && window.ScreentapeFrames.Frames.available() &&
+  new URLSearchParams(location.search).get('decoder') !== 'mse' ? new window.ScreentapeFrames.Frames() : null;
 
 // ---------- server ----------
 
@@ -101,6 +110,7 @@ function mediaToWall(t) {
 }
 
 function currentWall() {
+  if (S.frameMode) return S.pos;
   return mediaToWall(video.currentTime);
 }
 
@@ -153,7 +163,7 @@ function seekWall(wall, options) {
   return S.lastSeek;
 }
 
-async function doSeek(wall, { skipGap = true, keepLive = false }) {
+async function doSeek(wall, { skipGap = true, keepLive = false, mse = false }) {
   const token = ++S.seekToken;
   await S.ready;
   const range = recordedRange();
@@ -170,13 +180,31 @@ async function doSeek(wall, { skipGap = true, keepLive = false }) {
     return token === S.seekToken - 1 ? { wall: target, mediaTime: video.currentTime, ms: 0 } : null;
   }
   const gap = gapAt(target);
-  if (gap && skipGap) {
+  const caps = S.timeline.captures;
+  if (caps.length && wall < caps[0]) {
+    // Before the device's first capture nothing was recorded (every capture is presented from
+    // its own time): say so, and show the first capture.
+    notice('No recording before ' + fmt(caps[0]) + ': showing the first capture.');
+    target = caps[0];
+  } else if (gap && skipGap) {
     notice('No recording at ' + fmt(target) + ': showing the next available frame.');
     target = gap.end_ms;
   } else {
     notice(null);
   }
-  showStill(target, true);
+  if (video.paused && FR && !mse) {
+    const r = await frameSeek(target, token);
+    if (r && r.superseded) return null;
+    if (r) {
+      showStill(target);
+      keepInView(target);
+      updateClock();
+      scheduleUrlUpdate();
+      return r;
+    }
+  }
+  // Playing from frame mode: the decoded frame stays on screen until the video shows the same one.
+  if (!mse) { leaveFrameMode(); showStill(target, true); } else hideStill();
   const t = seekTime(target);
   const started = performance.now();
   let meta = null;
@@ -194,11 +222,97 @@ async function doSeek(wall, { skipGap = true, keepLive = false }) {
     if (!meta || meta.mediaTime <= t + 0.002 || !video.paused) break;
   }
   if (token !== S.seekToken) return null;
-  showStill(target);
+  if (!mse) showStill(target);
   keepInView(target);
   updateClock();
   scheduleUrlUpdate();
-  return { wall: target, mediaTime: meta ? meta.mediaTime : video.currentTime, ms: performance.now() - started };
+  const ms = performance.now() - started;
+  S.lastSeekInfo = { path: 'mse', wall: target, ms };
+  return { wall: target, mediaTime: meta ? meta.mediaTime : video.currentTime, ms };
+}
+
+// ---------- frame mode (WebCodecs) ----------
+
+function segmentOf(frag) {
+  if (!frag || frag.gap || !frag.initSegment || /\/gap\//.test(frag.url || '')) return null;
+  return { url: frag.url, initUrl: frag.initSegment.url };
+}
+
+// Shows the frame on screen at `target` from the decoded-frame cache, decoding it if needed;
+// resolves like a seek, { superseded } if another seek began, or null where this path cannot
+// serve it (no segment listed, codec not decodable here, decoder failure): then MSE does.
+async function frameSeek(target, token) {
+  const frags = fragments();
+  const frag = fragAtWall(target);
+  const seg = segmentOf(frag);
+  if (!seg || FR.broken || !(await FR.supports(seg.initUrl))) return null;
+  const started = performance.now();
+  const from = S.frameMode ? S.pos : currentWall();
+  const dir = from == null || target === from ? 0 : Math.sign(target - from);
+  FR.setPlayhead(target, dir);
+  let r = null, previewMs = null;
+  const pending = FR.frameAt(seg, target).catch(() => null);
+  // Not decoded yet: the storyboard's tile at once (a preview), the exact frame when decoded.
+  const quick = await Promise.race([pending, new Promise((res) => setTimeout(() => res('wait'), 0))]);
+  if (quick === 'wait') {
+    const tile = tileAt(target);
+    if (tile && tile.draw && token === S.seekToken) { drawPreview(tile); previewMs = performance.now() - started; }
+    r = await pending;
+  } else {
+    r = quick;
+  }
+  if (token !== S.seekToken) return { superseded: true };
+  if (!r || !r.frame.format) return null;     // undecodable, or evicted before it could be drawn
+  const t1 = performance.now();
+  drawFrame(r.frame, r.ms);
+  S.pos = target;
+  S.frameMode = true;
+  const ms = performance.now() - started;
+  S.lastSeekInfo = { path: 'frames', wall: target, ms, cached: r.cached, decoded: r.decoded, gop: r.gop, fetchMs: r.fetchMs || 0,
+    decodeMs: r.decodeMs || 0, drawMs: performance.now() - t1, cache: FR.cachedCount(), previewMs };
+  // Decode ahead in the direction of travel (forward after a seek): the neighbouring segment.
+  const i = frags.indexOf(frag);
+  for (let j = i + (dir < 0 ? -1 : 1); j >= 0 && j < frags.length; j += dir < 0 ? -1 : 1) {
+    const next = segmentOf(frags[j]);
+    if (next) { FR.ahead(next); break; }
+    if (!frags[j].gap) break;
+  }
+  return { wall: target, mediaTime: r.ms / 1000, ms, decoded: r.decoded, cached: r.cached };
+}
+
+// The storyboard tile scaled up over the picture while the exact frame decodes.
+function drawPreview(tile) {
+  const c = $('frame');
+  const w = (S.frameSize && S.frameSize.w) || video.videoWidth || tile.w * 8;
+  const h = (S.frameSize && S.frameSize.h) || video.videoHeight || tile.h * 8;
+  if (c.width !== w || c.height !== h) { c.width = w; c.height = h; }
+  const g = c.getContext('2d');
+  g.imageSmoothingQuality = 'high';
+  tile.draw(g, w, h);
+  c.dataset.capture = '';
+  c.dataset.preview = String(tile.capture);
+  S.previewShownAt = performance.now();
+  if (c.hidden) { c.hidden = false; layout(); }
+}
+
+function drawFrame(frame, ms) {
+  const c = $('frame');
+  delete c.dataset.preview;
+  const w = frame.displayWidth, h = frame.displayHeight;
+  if (c.width !== w || c.height !== h) { c.width = w; c.height = h; }
+  c.getContext('2d').drawImage(frame, 0, 0, w, h);
+  c.dataset.capture = String(ms);
+  FR.shown = ms;
+  const resized = !S.frameSize || S.frameSize.w !== w || S.frameSize.h !== h;
+  S.frameSize = { w, h };
+  if (c.hidden || resized) { c.hidden = false; layout(); }
+}
+
+// Back to the <video>: the caller has seeked it (or is about to).
+function leaveFrameMode() {
+  if (!S.frameMode && $('frame').hidden) return;
+  S.frameMode = false;
+  $('frame').hidden = true;
 }
 
 function spanAt(wall) {
@@ -255,9 +369,18 @@ function togglePlay() {
   if (video.paused) play(); else video.pause();
 }
 
+function seekToken() { return S.seekToken; }
+
 function play() {
   setFollowLive(false);
   video.playbackRate = Number($('speed').value);
+  if (S.frameMode) {
+    // The <video> was left where it was while stepping through decoded frames: bring it to the
+    // playhead first (the frame stays on screen meanwhile), then play.
+    const wall = S.pos;
+    S.lastSeek = doSeek(wall, { skipGap: true, mse: true }).then((r) => { video.play().catch(() => {}); return r; });
+    return S.lastSeek;
+  }
   video.play().catch(() => {});
 }
 
@@ -399,7 +522,7 @@ async function showStill(wall, onlyIfReady) {
   if (onlyIfReady && e.ok !== true) return;
   const ok = e.ok === true || await e.ready;
   if (!ok || token !== S.stillToken || !video.paused) return;
-  placeStill(e.img, video.videoWidth || e.img.naturalWidth, video.videoHeight || e.img.naturalHeight);
+  placeStill(e.img, video.videoWidth || (S.frameSize && S.frameSize.w) || e.img.naturalWidth, video.videoHeight || (S.frameSize && S.frameSize.h) || e.img.naturalHeight);
   $('stage').insertBefore(e.img, $('notice'));
   S.still = { capture, img: e.img };
 }
@@ -414,7 +537,8 @@ function prefetchAround(capture) {
 
 function layout() {
   const stage = $('stage');
-  const vw = video.videoWidth || 16, vh = video.videoHeight || 9;
+  const fs = S.frameSize;
+  const vw = video.videoWidth || (fs && fs.w) || 16, vh = video.videoHeight || (fs && fs.h) || 9;
   video.style.width = vw + 'px';
   video.style.height = vh + 'px';
   const sw = stage.clientWidth, sh = stage.clientHeight;
@@ -434,6 +558,7 @@ function layout() {
   S.pan.x = Math.round(S.pan.x); S.pan.y = Math.round(S.pan.y);
   video.style.transform = `translate(${S.pan.x}px, ${S.pan.y}px) scale(${scale})`;
   if (S.still) placeStill(S.still.img, vw, vh);
+  placeStill($('frame'), vw, vh);
   stage.classList.toggle('zoomed', S.zoom !== 'fit');
   stage.classList.toggle('pixelated', scale >= 2);
   return scale;
@@ -453,6 +578,66 @@ function zoomTo(zoom, cx, cy) {
 }
 
 function currentScale() { return S.zoom === 'fit' ? layout() : S.zoom; }
+
+// ---------- storyboards ----------
+// One JPEG per device-hour with a small frame every 15 s (the server's storyboard endpoint),
+// fetched once per hour and kept: hover previews, the picture under the pointer while dragging
+// the playhead, and the first picture of a seek whose exact frame is still being decoded.
+
+const boards = new Map();      // `${device}/${hour}` -> { meta, img, ok } (ok: null while loading)
+const BOARDS_KEPT = 48;
+
+function board(hour) {
+  const key = `${S.device}/${hour}`;
+  let e = boards.get(key);
+  // The hour being recorded gets new tiles as minutes are encoded: look again after a minute,
+  // keeping the board we have until the new one is ready.
+  const live = S.timeline && S.timeline.live_edge_ms && hour + HOUR > S.timeline.live_edge_ms;
+  if (e && e.ok && live && Date.now() - e.at > 60000 && !e.refreshing) {
+    e.refreshing = true;
+    const next = loadBoard(hour);
+    next.ready.then((ok) => { if (ok && boards.get(key) === e) boards.set(key, next); else e.refreshing = false; });
+  }
+  if (e) return e;
+  e = loadBoard(hour);
+  boards.set(key, e);
+  for (const k of boards.keys()) { if (boards.size <= BOARDS_KEPT) break; boards.delete(k); }
+  return e;
+}
+
+function loadBoard(hour) {
+  const key = `${S.device}/${hour}`;
+  const e = { meta: null, img: null, ok: null, at: Date.now() };
+  const base = `/api/v1/devices/${S.device}/`;
+  e.ready = fetch(`${base}storyboard?hour=${hour}`, { credentials: 'same-origin' })
+    .then((r) => (r.ok ? r.json() : null))
+    .then((meta) => {
+      if (!meta || !meta.url || !Array.isArray(meta.tiles)) return false;
+      e.meta = meta;
+      const img = new Image();
+      img.src = base + meta.url;
+      return img.decode().then(() => { e.img = img; return true; });
+    })
+    .catch(() => false)
+    .then((ok) => { e.ok = ok; if (!ok) setTimeout(() => { if (boards.get(key) === e) boards.delete(key); }, 30000); return ok; });
+  return e;
+}
+
+// The storyboard tile for `wall`: { capture, draw(g, w, h) }, { capture: null } where the board
+// says nothing was recorded, or null while the hour's board is not here (it is then fetched).
+function tileAt(wall) {
+  if (!S.device || wall == null) return null;
+  const hour = Math.floor(wall / HOUR) * HOUR;
+  const e = board(hour);
+  if (!e.ok) return null;
+  const m = e.meta;
+  const i = Math.floor((wall - m.start_ms) / m.interval_ms);
+  if (i < 0 || i >= m.tiles.length) return null;
+  const capture = m.tiles[i];
+  if (capture == null) return { capture: null };
+  const sx = (i % m.cols) * m.tile_w, sy = Math.floor(i / m.cols) * m.tile_h;
+  return { capture, w: m.tile_w, h: m.tile_h, draw: (g, w, h) => g.drawImage(e.img, sx, sy, m.tile_w, m.tile_h, 0, 0, w, h) };
+}
 
 // ---------- timeline ----------
 
@@ -549,6 +734,7 @@ function drawTimeline() {
     g.fillStyle = '#5a5a66';
     for (const gap of tl.gaps) g.fillRect(x(gap.start_ms), 38, Math.max(1, x(gap.end_ms) - x(gap.start_ms)), 6);
     if (tl.live_edge_ms) { g.fillStyle = '#e84d4d'; g.fillRect(x(tl.live_edge_ms) - 1, 18, 2, 30); }
+    drawActivity(g, tl.activity, from, to, w);
   }
   if (S.range.from != null) {
     const a = S.range.from, b = S.range.to ?? S.range.from;
@@ -573,9 +759,9 @@ function drawTimeline() {
   // the span shown, at the right end of the lower edge
   const spanText = (to - from) >= HOUR ? `${+((to - from) / HOUR).toFixed(1)} h` : `${Math.round((to - from) / MINUTE)} min`;
   g.textBaseline = 'bottom'; g.fillStyle = '#777';
-  g.fillText(spanText, w - g.measureText(spanText).width - 4, h - 1);
-  // playhead
-  const wall = currentWall();
+  g.fillText(spanText, w - g.measureText(spanText).width - 4, LANE_TOP - 1);
+  // playhead (while dragging: where the pointer is; release seeks there)
+  const wall = S.dragWall != null ? S.dragWall : currentWall();
   if (wall != null) {
     // Playing, the playhead is yellow and trails the last seconds it crossed, so movement shows.
     const playing = !video.paused;
@@ -591,6 +777,46 @@ function drawTimeline() {
   }
 }
 
+// The activity lane (y 62…78): how much the screen changed per minute (encoded bytes, keyframes
+// left out), as bars on a log scale relative to the largest value in view, over three decades
+// (an unchanged screen's few hundred bytes a minute barely show next to a scrolled page's tens of
+// kilobytes; typing shows clearly). Zoomed out, one pixel
+// column shows the largest minute under it; zoomed in, a minute is a bar as wide as it is.
+const LANE_TOP = 62, LANE_H = 16;
+function drawActivity(g, act, from, to, w) {
+  g.fillStyle = '#202027';
+  g.fillRect(0, LANE_TOP, w, LANE_H);
+  if (!act || !Array.isArray(act.values) || !act.step_ms) return;
+  const step = act.step_ms;
+  const first = Math.max(0, Math.floor((from - act.start_ms) / step));
+  const last = Math.min(act.values.length - 1, Math.floor((to - act.start_ms) / step));
+  if (last < first) return;
+  const cols = new Float64Array(Math.ceil(w) + 1).fill(-1);
+  let max = 0;
+  for (let i = first; i <= last; i++) {
+    const v = act.values[i];
+    if (v == null || !(v >= 0)) continue;
+    max = Math.max(max, v);
+  }
+  S.activityDrawn = [];
+  if (!(max > 0)) return;
+  g.fillStyle = '#7aa7ff';
+  for (let i = first; i <= last; i++) {
+    const v = act.values[i];
+    if (v == null || !(v > 0)) continue;
+    const t = act.start_ms + i * step;
+    const x0 = ((t - from) / (to - from)) * w, x1 = ((t + step - from) / (to - from)) * w;
+    const hgt = Math.max(1, Math.round(Math.max(0, Math.log(v / (max / 1000)) / Math.log(1000)) * (LANE_H - 1)));
+    if (x1 - x0 >= 2) {
+      g.fillRect(x0, LANE_TOP + LANE_H - hgt, Math.max(1, x1 - x0 - 1), hgt);
+    } else {
+      const c = Math.max(0, Math.min(cols.length - 1, Math.floor(x0)));
+      if (hgt > cols[c]) cols[c] = hgt;
+    }
+  }
+  for (let c = 0; c < cols.length; c++) if (cols[c] > 0) g.fillRect(c, LANE_TOP + LANE_H - cols[c], 1, cols[c]);
+}
+
 function timelineWallAt(clientX) {
   const rect = $('timeline').getBoundingClientRect();
   const { from, to } = timelineWindow();
@@ -599,6 +825,9 @@ function timelineWallAt(clientX) {
 
 function setupTimeline() {
   const canvas = $('timeline');
+  // Dragging shows the storyboard tile under the pointer (from the cached board, no decode), and
+  // moves the playhead with it; releasing seeks there. Without a board for that hour yet, the
+  // drag falls back to seeking as it goes (one seek at a time, the latest position wins).
   let dragging = false, pending = null, busy = false;
   const scrub = async (wall) => {
     pending = wall;
@@ -610,6 +839,20 @@ function setupTimeline() {
       drawTimeline();
     }
     busy = false;
+  };
+  const dragTo = (clientX) => {
+    const wall = timelineWallAt(clientX);
+    S.dragWall = wall;
+    const shown = showPreview(clientX, wall);
+    if (!shown) scrub(wall);
+    drawTimeline();
+  };
+  const release = () => {
+    if (!dragging) return;
+    dragging = false;
+    const wall = S.dragWall;
+    S.dragWall = null;
+    if (wall != null) seekWall(wall);
   };
   // Two fingers on a touch screen pinch the timeline: the time under their midpoint stays there.
   const touches = new Map();
@@ -628,7 +871,7 @@ function setupTimeline() {
     }
     dragging = true;
     setFollowLive(false); video.pause();
-    scrub(timelineWallAt(e.clientX));
+    dragTo(e.clientX);
   });
   canvas.addEventListener('pointermove', (e) => {
     if (touches.has(e.pointerId)) touches.set(e.pointerId, e.clientX);
@@ -640,11 +883,10 @@ function setupTimeline() {
       setView(pinch.mid - (((a + b) / 2 - rect.left) / rect.width) * next, next);
       return;
     }
-    const wall = timelineWallAt(e.clientX);
-    showPreview(e.clientX, wall);
-    if (dragging) scrub(wall);
+    if (dragging) { dragTo(e.clientX); return; }
+    showPreview(e.clientX, timelineWallAt(e.clientX));
   });
-  const lift = (e) => { dragging = false; touches.delete(e.pointerId); if (touches.size < 2) pinch = null; };
+  const lift = (e) => { release(); touches.delete(e.pointerId); if (touches.size < 2) pinch = null; };
   canvas.addEventListener('pointerup', lift);
   canvas.addEventListener('pointercancel', lift);
   // Wheel (and a trackpad pinch, which browsers send as a wheel with ctrlKey): zoom around the
@@ -657,11 +899,13 @@ function setupTimeline() {
     const factor = Math.pow(e.ctrlKey ? 1.01 : 1.0015, e.deltaY * (e.deltaMode === 1 ? 33 : 1));
     zoomTimeline(factor, timelineWallAt(e.clientX));
   }, { passive: false });
-  canvas.addEventListener('pointerleave', () => { $('preview').hidden = true; });
+  canvas.addEventListener('pointerleave', () => { if (!dragging) $('preview').hidden = true; });
 }
 
-// The preview is the frame on screen at the start of the hovered minute (thumb.png), so its label
-// names that minute, not the pointer's millisecond. Where nothing was recorded it says so.
+// The hover (and drag) preview: the storyboard tile of the moment under the pointer, labelled with
+// the capture it shows; "No recording" where there is none. Before the hour's board has arrived
+// (or where a server has none), the frame at the minute's start (thumb.png). Returns whether the
+// preview came from a storyboard.
 function showPreview(clientX, wall) {
   const preview = $('preview');
   const rect = $('timeline').getBoundingClientRect();
@@ -669,8 +913,21 @@ function showPreview(clientX, wall) {
   const minute = Math.floor(wall / MINUTE) * MINUTE;
   const span = spanAt(wall);
   const img = $('preview-img');
+  const tileCanvas = $('preview-tile');
   const empty = $('preview-empty');
-  if (span) {
+  const tile = span ? tileAt(wall) : null;
+  let fromBoard = false;
+  preview.hidden = false;
+  if (tile && tile.draw) {
+    if (tileCanvas.width !== tile.w || tileCanvas.height !== tile.h) { tileCanvas.width = tile.w; tileCanvas.height = tile.h; }
+    tile.draw(tileCanvas.getContext('2d'), tile.w, tile.h);
+    tileCanvas.dataset.capture = String(tile.capture);
+    tileCanvas.hidden = false; img.hidden = true; empty.hidden = true;
+    $('preview-time').textContent = fmt(tile.capture, false);
+    return true;
+  }
+  tileCanvas.hidden = true;
+  if (span && !(tile && tile.capture === null)) {
     const shown = Math.max(minute, span.start_ms);
     const src = `/api/v1/devices/${S.device}/thumb.png?t=${shown}`;
     if (img.dataset.src !== src) { img.dataset.src = src; img.src = src; }
@@ -681,8 +938,9 @@ function showPreview(clientX, wall) {
     img.hidden = true;
     empty.hidden = false;
     $('preview-time').textContent = fmt(minute, false).replace(/:00$/, '');
+    fromBoard = !!tile;
   }
-  preview.hidden = false;
+  return fromBoard;
 }
 
 // ---------- typed times ----------
@@ -765,9 +1023,8 @@ function updateClock() {
   $('play').textContent = video.paused ? '▶' : '❚❚';
   if (wall != null && S.device) {
     $('frame-png').href = `/api/v1/devices/${S.device}/frame.png?t=${wall}`;
-    const m = Math.floor(wall / MINUTE) * MINUTE;
-    $('dl-minute').href = `/api/v1/devices/${S.device}/export.mp4?from=${m}&to=${m + MINUTE}`;
   }
+  updateDownloads();
   drawTimeline();
 }
 
@@ -790,15 +1047,31 @@ function markRange(which) {
   const wall = currentWall();
   if (wall == null) return;
   S.range[which] = wall;
-  const { from, to } = S.range;
-  const link = $('dl-range');
-  if (from != null && to != null && to !== from) {
-    const a = Math.min(from, to), b = Math.max(from, to);
-    link.href = `/api/v1/devices/${S.device}/export.mp4?from=${a}&to=${b}`;
-    link.textContent = `MP4 ${fmt(a).split(' ').pop()}–${fmt(b).split(' ').pop()}`;
-    link.hidden = false;
-  }
+  updateDownloads();
   drawTimeline();
+}
+
+// The download menu: the marked range if there is one, else the minute on screen, in two forms.
+// "Exact" is the stored H.264 High 4:4:4 (every coloured pixel; Chrome, Edge, VLC, ffmpeg);
+// "Plays everywhere" is H.264 High 4:2:0 transcoded by the server (Safari, QuickTime, Firefox,
+// Windows, phones), where thin coloured text blurs.
+function updateDownloads() {
+  if (!S.device) return;
+  const { from, to } = S.range;
+  let a, b, what;
+  if (from != null && to != null && to !== from) {
+    a = Math.min(from, to); b = Math.max(from, to);
+    what = `Range ${fmt(a).split(' ').pop()}–${fmt(b).split(' ').pop()}`;
+  } else {
+    const wall = currentWall();
+    if (wall == null) return;
+    a = Math.floor(wall / MINUTE) * MINUTE; b = a + MINUTE;
+    what = `The minute ${fmt(a, false).split(' ').pop().replace(/:00$/, '')}`;
+  }
+  const base = `/api/v1/devices/${S.device}/export.mp4?from=${a}&to=${b}`;
+  $('dl-exact').href = base;
+  $('dl-420').href = base + '&chroma=420';
+  $('dl-what').textContent = what;
 }
 
 // ---------- loading ----------
@@ -812,18 +1085,37 @@ async function refreshTimeline(follow = true) {
     if (!(e instanceof AuthError)) setStatus('The server cannot be reached; retrying…', true);
   }
   drawTimeline();
+  prefetchBoards();
   if (follow) followNewest();
+}
+
+// The storyboards a person is about to need: the playhead's hour and, when the timeline shows
+// three hours or fewer, every recorded hour in view (the server makes a sprite on its first
+// request, so a seek or hover should not be the one waiting for it).
+function prefetchBoards() {
+  const tl = S.timeline;
+  if (!S.device || !tl || !tl.captures.length) return;
+  const hours = new Set();
+  const wall = currentWall() ?? tl.captures[tl.captures.length - 1];
+  hours.add(Math.floor(wall / HOUR) * HOUR);
+  const { from, to } = timelineWindow();
+  if (to - from <= 3 * HOUR) {
+    for (const r of tl.recorded) {
+      for (let h = Math.floor(Math.max(r.start_ms, from) / HOUR) * HOUR; h < Math.min(r.end_ms, to); h += HOUR) hours.add(h);
+    }
+  }
+  for (const h of hours) board(h);
 }
 
 async function openDevice(id, startWall, live) {
   setFollowLive(false);
   const other = id !== S.device;
-  if (other) { hideStill(); stills.clear(); }
+  if (other) { hideStill(); stills.clear(); if (FR) FR.clear(); leaveFrameMode(); }
   S.device = id;
   S.range = { from: null, to: null };
-  $('dl-range').hidden = true;
+  updateDownloads();
   await refreshTimeline();
-  if (other) fitTimeline();
+  if (other) { fitTimeline(); prefetchBoards(); }
   if (S.hls) S.hls.destroy();
   const hls = new Hls({ startPosition: 0, maxBufferLength: 120, backBufferLength: 600, liveDurationInfinity: true });
   S.hls = hls;
@@ -920,7 +1212,7 @@ function onKey(e) {
   else if (k === 'j') stepTime(-10000);
   else if (k === 'l') stepTime(10000);
   else if (/^[0-9]$/.test(k)) { const { from, to } = timelineWindow(); seekWall(from + (to - from) * Number(k) / 10); }
-  else if (k === 'Home') { const r = recordedRange(); if (r) seekWall(r.from); }
+  else if (k === 'Home') { const c = S.timeline && S.timeline.captures; if (c && c.length) seekWall(c[0]); }
   else if (k === 'End') goLive();
   else if (k === 'f') { if (document.fullscreenElement) document.exitFullscreen(); else $('main').requestFullscreen().catch(() => {}); }
   else if (k === '+' || k === '=') zoomTo(currentScale() * 1.25);
@@ -1012,7 +1304,7 @@ function wire() {
   video.addEventListener('timeupdate', () => { if (!video.paused) keepInView(currentWall()); updateClock(); skipGaps(); scheduleUrlUpdate(); });
   for (const [id, span] of [['tl-24h', DAY], ['tl-1h', HOUR], ['tl-5m', 5 * MINUTE]]) $(id).addEventListener('click', () => setTimelineSpan(span));
   $('tl-fit').addEventListener('click', fitTimeline);
-  video.addEventListener('play', () => { hideStill(); updateClock(); });
+  video.addEventListener('play', () => { hideStill(); leaveFrameMode(); updateClock(); });
   video.addEventListener('pause', () => { const w = currentWall(); if (w != null) showStill(w); updateClock(); });
   setupTimeline();
   setInterval(refreshTimeline, 30000);
@@ -1025,6 +1317,9 @@ window.screentape = {
   seekWall, stepScreenshot, parseWhen, timelineWindow, zoomTimeline, fitTimeline,
   tickLabels: () => S.tickLabels || [], stepTime, goLive, play, setSpeed, togglePlay, zoomTo,
   currentWall, wallToMedia, mediaToWall,
+  lastSeekInfo: () => S.lastSeekInfo,
+  frames: () => (FR ? { cached: FR.cachedCount(), max: FR.maxFrames, decodedTotal: FR.decodedTotal, broken: FR.broken ? String(FR.broken) : null } : null),
+  frameMode: () => S.frameMode,
   state: () => ({ device: S.device, timeline: S.timeline, paused: video.paused, wall: currentWall(), zoom: S.zoom, reopens: S.reopens || 0,
     codec: S.hls && S.hls.levels && S.hls.levels[0] ? (S.hls.levels[0].videoCodec || S.hls.levels[0].codecSet) : null }),
   ready: () => S.ready,

@@ -39,9 +39,11 @@ pub fn plan_minute(
 /// `captures` are (capture_ms, (width, height)) sorted by time, all inside the minute;
 /// `carry` is the device's latest earlier capture, if any.
 ///
-/// Rules (docs/media-facts.md, "Timeline rules for frame-exact seeking"): the first segment starts exactly on the minute with a keyframe;
-/// it repeats `carry` when the first capture is later than :00 and `carry` is recent enough and
-/// of the same size, otherwise the first capture is shown from :00. Each frame lasts until the
+/// Rules (docs/media-facts.md, "Timeline rules for frame-exact seeking"): every segment starts
+/// with a keyframe. The first starts on the minute repeating `carry` when the first capture is
+/// later than :00 and `carry` is recent enough and of the same size; otherwise it starts at the
+/// first capture, so every capture is presented at its capture time and nothing is shown before
+/// a device's first capture after a gap (a gap entry covers the rest). Each frame lasts until the
 /// next capture, the last until the block's end. A size change starts a new segment, and so does
 /// a segment reaching `max_frames` (each segment is one keyframe interval: a seek decodes at most that many).
 pub fn plan_block(
@@ -62,21 +64,18 @@ pub fn plan_block(
         if let Some(prev) = segments.last_mut() {
             prev.end_ms = *capture_ms;
         }
-        let start_ms = if segments.is_empty() { minute_ms } else { *capture_ms };
-        let mut frames = Vec::new();
-        if start_ms < *capture_ms {
-            match carry {
-                Some((carry_ms, carry_dims))
-                    if carry_dims == *dims && carry_ms < minute_ms && minute_ms - carry_ms <= carry_max_age_ms =>
-                {
-                    frames.push((start_ms, Source::Carry));
-                    frames.push((*capture_ms, Source::Capture(i)));
-                }
-                _ => frames.push((start_ms, Source::Capture(i))),
-            }
+        // Only the block's first segment may start before its first capture, and only with a
+        // carry: without one, the footage starts when the capture was taken.
+        let carried = segments.is_empty()
+            && minute_ms < *capture_ms
+            && carry.is_some_and(|(carry_ms, carry_dims)| {
+                carry_dims == *dims && carry_ms < minute_ms && minute_ms - carry_ms <= carry_max_age_ms
+            });
+        let (start_ms, frames) = if carried {
+            (minute_ms, vec![(minute_ms, Source::Carry), (*capture_ms, Source::Capture(i))])
         } else {
-            frames.push((*capture_ms, Source::Capture(i)));
-        }
+            (*capture_ms, vec![(*capture_ms, Source::Capture(i))])
+        };
         segments.push(PlannedSegment { start_ms, end_ms: block_end_ms, frames });
     }
     segments
@@ -103,10 +102,11 @@ mod tests {
     }
 
     #[test]
-    fn stale_or_other_size_carry_shows_first_capture_from_the_start() {
+    fn without_a_usable_carry_the_segment_starts_at_its_first_capture() {
         for carry in [Some((M - 61_000, HD)), Some((M - 1_000, (800, 600))), None] {
-            let plan = plan_minute(M, &[(M + 7_000, HD)], carry, 60_000);
-            assert_eq!(plan[0].frames, vec![(M, Source::Capture(0))], "{carry:?}");
+            let plan = plan_minute(M, &[(M + 7_000, HD), (M + 9_000, HD)], carry, 60_000);
+            assert_eq!(plan[0].start_ms, M + 7_000, "{carry:?}");
+            assert_eq!(plan[0].frames, vec![(M + 7_000, Source::Capture(0)), (M + 9_000, Source::Capture(1))], "{carry:?}");
         }
     }
 
@@ -121,7 +121,7 @@ mod tests {
         let small = (1281, 721);
         let plan = plan_minute(M, &[(M + 5_000, HD), (M + 20_000, small), (M + 30_000, small), (M + 40_000, HD)], None, 60_000);
         let spans: Vec<(i64, i64, usize)> = plan.iter().map(|s| (s.start_ms - M, s.end_ms - M, s.frames.len())).collect();
-        assert_eq!(spans, vec![(0, 20_000, 1), (20_000, 40_000, 2), (40_000, 60_000, 1)]);
+        assert_eq!(spans, vec![(5_000, 20_000, 1), (20_000, 40_000, 2), (40_000, 60_000, 1)]);
     }
 
     #[test]

@@ -80,6 +80,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/devices/{id}/frame.png", get(view::frame_png))
         .route("/api/v1/devices/{id}/export.mp4", get(view::export_mp4))
         .route("/api/v1/devices/{id}/thumb.png", get(view::thumb_png))
+        .route("/api/v1/devices/{id}/storyboard", get(view::storyboard))
+        .route("/api/v1/devices/{id}/storyboard/{file}", get(view::storyboard_sprite))
         .fallback(|| async { ApiError::NotFound })
         .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, timeout.max(Duration::from_secs(1))))
         .layer(axum::middleware::from_fn_with_state(state.clone(), time_request))

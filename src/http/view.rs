@@ -172,10 +172,16 @@ pub async fn export_mp4(
     request: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (from, to) = (required_time(&q, "from")?, required_time(&q, "to")?);
+    // `chroma=420`: "plays everywhere" (H.264 High 4:2:0); the default is the exact stored 4:4:4.
+    let (rendition, suffix) = match q.get("chroma").map(String::as_str) {
+        None | Some("444") => (Rendition::Stored, ""),
+        Some("420") => (Rendition::Chroma420, "-420"),
+        Some(_) => return Err(ApiError::BadRequest("bad_chroma", "`chroma` must be 444 or 420".into())),
+    };
     let id = device.id.clone();
     let playback = state.playback.clone();
-    let export = blocking(move || Ok(playback.export(&device, from, to)?)).await?;
-    let disposition = format!("attachment; filename=\"screentape-{id}-{}.mp4\"", export.start_ms);
+    let export = blocking(move || Ok(playback.export(&device, from, to, rendition)?)).await?;
+    let disposition = format!("attachment; filename=\"screentape-{id}-{}{suffix}.mp4\"", export.start_ms);
     let mut headers = HeaderMap::new();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp4"));
     headers.insert(header::CONTENT_DISPOSITION, HeaderValue::from_str(&disposition).map_err(ApiError::internal)?);
@@ -183,4 +189,30 @@ pub async fn export_mp4(
     headers.insert("x-export-start", HeaderValue::from(export.start_ms));
     // Range too, so that a `<video src>` pointed at an export can seek in it.
     files::with_range(export.bytes, headers, &request)
+}
+
+/// `storyboard?hour=H`: which capture each tile of that hour's sprite shows, and the sprite's URL.
+pub async fn storyboard(
+    State(state): State<AppState>,
+    VisibleDevice(device): VisibleDevice,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let hour = required_time(&q, "hour")?;
+    let playback = state.playback.clone();
+    let board = blocking(move || Ok(playback.storyboard(&device, hour)?)).await?;
+    // The current hour grows: a fresh answer each time (the sprite URL changes with the footage).
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(board)).into_response())
+}
+
+/// `storyboard/{HOUR-VERSION}.jpg`: the sprite; its name changes whenever its content would.
+pub async fn storyboard_sprite(
+    State(state): State<AppState>,
+    VisibleDevice(device): VisibleDevice,
+    Path((_, file)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let name = file.strip_suffix(".jpg").ok_or(ApiError::NotFound)?.to_string();
+    let playback = state.playback.clone();
+    let jpeg = blocking(move || Ok(playback.storyboard_sprite(&device, &name)?)).await?;
+    files::immutable(jpeg, "image/jpeg", &headers)
 }

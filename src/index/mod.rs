@@ -196,6 +196,12 @@ pub trait Index: Send + Sync {
     /// Forgets garbage entries whose files are gone.
     fn forget_garbage(&self, files: &[String]) -> Result<()>;
     fn delete_expired_sessions(&self, now_ms: i64) -> Result<usize>;
+    /// Records how much the screen changed in some minutes of a device (bytes of inter frames per
+    /// minute start); `overwrite` false keeps values already there (a compaction keeps the
+    /// one-minute encode's measure). Values expire with `expire_before`.
+    fn put_activity(&self, device_id: &str, minutes: &[(i64, i64)], overwrite: bool) -> Result<()>;
+    /// (minute start, bytes) of the device's minutes starting in `[from_ms, to_ms)`, oldest first.
+    fn activity_between(&self, device_id: &str, from_ms: i64, to_ms: i64) -> Result<Vec<(i64, i64)>>;
     /// The captures stored in one segment, oldest first.
     fn captures_of_segment(&self, segment_id: i64) -> Result<Vec<FrameRow>>;
     /// Every user and device with their hashes, by name / id (the copy tool, `import-data`).

@@ -71,6 +71,15 @@ CREATE INDEX frames_by_segment ON frames(segment_id);
 CREATE TABLE garbage (
     file TEXT PRIMARY KEY
 );
+"#,
+    r#"
+-- How much the screen changed per device-minute (bytes of the inter frames as first encoded).
+CREATE TABLE activity (
+    device_id  TEXT NOT NULL,
+    minute_ms  BIGINT NOT NULL,
+    bytes      BIGINT NOT NULL,
+    PRIMARY KEY (device_id, minute_ms)
+);
 "#];
 
 const SEGMENT_COLUMNS: &str =
@@ -488,6 +497,7 @@ impl Index for PostgresIndex {
             tx.execute("DELETE FROM frames WHERE segment_id IN (SELECT id FROM segments WHERE end_ms <= $1)", &[&cutoff_ms])?;
             tx.execute("INSERT INTO garbage (file) SELECT file FROM segments WHERE end_ms <= $1 ON CONFLICT DO NOTHING", &[&cutoff_ms])?;
             tx.execute("DELETE FROM segments WHERE end_ms <= $1", &[&cutoff_ms])?;
+            tx.execute("DELETE FROM activity WHERE minute_ms + 60000 <= $1", &[&cutoff_ms])?;
             tx.execute(
                 "INSERT INTO garbage (file) SELECT file FROM inits WHERE id NOT IN (SELECT DISTINCT init_id FROM segments) ON CONFLICT DO NOTHING",
                 &[],
@@ -525,6 +535,34 @@ impl Index for PostgresIndex {
 
     fn delete_expired_sessions(&self, now_ms: i64) -> Result<usize> {
         self.with(|c| Ok(c.execute("DELETE FROM sessions WHERE expires_ms <= $1", &[&now_ms])? as usize))
+    }
+
+    fn put_activity(&self, device_id: &str, minutes: &[(i64, i64)], overwrite: bool) -> Result<()> {
+        let sql = if overwrite {
+            "INSERT INTO activity (device_id, minute_ms, bytes) VALUES ($1, $2, $3)
+             ON CONFLICT (device_id, minute_ms) DO UPDATE SET bytes = EXCLUDED.bytes"
+        } else {
+            "INSERT INTO activity (device_id, minute_ms, bytes) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
+        };
+        self.tx(|tx| {
+            let st = tx.prepare(sql)?;
+            for (minute_ms, bytes) in minutes {
+                tx.execute(&st, &[&device_id, minute_ms, bytes])?;
+            }
+            Ok(())
+        })
+    }
+
+    fn activity_between(&self, device_id: &str, from_ms: i64, to_ms: i64) -> Result<Vec<(i64, i64)>> {
+        self.with(|c| {
+            rows(
+                c.query(
+                    "SELECT minute_ms, bytes FROM activity WHERE device_id = $1 AND minute_ms >= $2 AND minute_ms < $3 ORDER BY minute_ms",
+                    &[&device_id, &from_ms, &to_ms],
+                )?,
+                |r| Ok((r.try_get(0)?, r.try_get(1)?)),
+            )
+        })
     }
 
     fn captures_of_segment(&self, segment_id: i64) -> Result<Vec<FrameRow>> {

@@ -67,4 +67,14 @@ CREATE TABLE garbage (
 -- footage; a compaction span (e.g. 10 minutes, one keyframe per segment) once compacted.
 ALTER TABLE segments ADD COLUMN span_ms INTEGER NOT NULL DEFAULT 60000;
 CREATE INDEX segments_by_span ON segments(span_ms, minute_ms);
+"#,
+    r#"
+-- How much the screen changed per device-minute: the bytes of the H.264 inter frames of that
+-- minute as first encoded (one-minute settings). Kept through compaction; expires with its minute.
+CREATE TABLE activity (
+    device_id  TEXT NOT NULL,
+    minute_ms  INTEGER NOT NULL,
+    bytes      INTEGER NOT NULL,
+    PRIMARY KEY (device_id, minute_ms)
+) WITHOUT ROWID;
 "#];

@@ -441,6 +441,7 @@ impl Index for SqliteIndex {
             )?;
             tx.execute("INSERT OR IGNORE INTO garbage (file) SELECT file FROM segments WHERE end_ms <= ?", [cutoff_ms])?;
             tx.execute("DELETE FROM segments WHERE end_ms <= ?", [cutoff_ms])?;
+            tx.execute("DELETE FROM activity WHERE minute_ms + 60000 <= ?", [cutoff_ms])?;
             tx.execute(
                 "INSERT OR IGNORE INTO garbage (file)
                  SELECT file FROM inits WHERE id NOT IN (SELECT DISTINCT init_id FROM segments)",
@@ -494,6 +495,31 @@ impl Index for SqliteIndex {
 
     fn delete_expired_sessions(&self, now_ms: i64) -> Result<usize> {
         self.with(|c| Ok(c.execute("DELETE FROM sessions WHERE expires_ms <= ?", [now_ms])?))
+    }
+
+    fn put_activity(&self, device_id: &str, minutes: &[(i64, i64)], overwrite: bool) -> Result<()> {
+        let sql = if overwrite {
+            "INSERT OR REPLACE INTO activity (device_id, minute_ms, bytes) VALUES (?, ?, ?)"
+        } else {
+            "INSERT OR IGNORE INTO activity (device_id, minute_ms, bytes) VALUES (?, ?, ?)"
+        };
+        self.tx(|tx| {
+            let mut st = tx.prepare_cached(sql)?;
+            for (minute_ms, bytes) in minutes {
+                st.execute(params![device_id, minute_ms, bytes])?;
+            }
+            Ok(())
+        })
+    }
+
+    fn activity_between(&self, device_id: &str, from_ms: i64, to_ms: i64) -> Result<Vec<(i64, i64)>> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT minute_ms, bytes FROM activity WHERE device_id = ? AND minute_ms >= ? AND minute_ms < ? ORDER BY minute_ms",
+            )?;
+            let rows = st.query_map(params![device_id, from_ms, to_ms], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
     }
 
     fn captures_of_segment(&self, segment_id: i64) -> Result<Vec<FrameRow>> {

@@ -127,6 +127,23 @@ pub fn first_tfdt(media: &[u8]) -> Result<u64, MediaError> {
     Ok(tfdt.base_media_decode_time)
 }
 
+/// The size in bytes of every sample of a media segment we wrote, in decode order (sizes from
+/// each trun entry, else the fragment's default). Used to measure how much a screen changed.
+pub fn sample_sizes(media: &[u8]) -> Result<Vec<u32>, MediaError> {
+    let mut sizes = Vec::new();
+    for moof_box in walk(media)?.iter().filter(|b| &b.kind == b"moof") {
+        let moof = decode_exact::<Moof>(media, moof_box)?;
+        for traf in &moof.traf {
+            for trun in &traf.trun {
+                for sample in trun.samples.iter() {
+                    sizes.push(sample.size.or(traf.tfhd.default_sample_size).ok_or_else(|| bad("a sample without a size"))?);
+                }
+            }
+        }
+    }
+    Ok(sizes)
+}
+
 /// Decodes the box `at` of `data` as `T`; the box must be exactly one `T`.
 fn decode_exact<T: Decode>(data: &[u8], at: &BoxRef) -> Result<T, Mp4Error> {
     let mut body = data.get(at.start..at.end).ok_or_else(|| bad("box out of range"))?;

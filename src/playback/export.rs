@@ -1,6 +1,6 @@
 //! One MP4 file of a time range, times starting at 0, assembled from the stored segments.
 
-use super::{Playback, PlaybackError, VisibleDevice};
+use super::{Playback, PlaybackError, Rendition, VisibleDevice};
 use crate::media::mp4;
 
 /// Longest range one export may cover.
@@ -17,8 +17,10 @@ impl Playback {
     /// Every segment overlapping `[from_ms, to_ms)` in one file, every capture at its time
     /// (docs/api.md, "The export"). Everything is read before the
     /// answer starts: retention running meanwhile can only make this a clean 404, never a
-    /// truncated file. Blocking.
-    pub fn export(&self, device: &VisibleDevice, from_ms: i64, to_ms: i64) -> Result<Export, PlaybackError> {
+    /// truncated file. `Rendition::Chroma420` takes each segment's 4:2:0 transcode (from the
+    /// variant cache, made where missing) instead of the stored bytes: H.264 High 4:2:0, which
+    /// every player opens. Blocking.
+    pub fn export(&self, device: &VisibleDevice, from_ms: i64, to_ms: i64, rendition: Rendition) -> Result<Export, PlaybackError> {
         if to_ms <= from_ms {
             return Err(PlaybackError::BadRequest("bad_range", "`to` must be after `from`".into()));
         }
@@ -32,8 +34,7 @@ impl Playback {
         let mut inits: Vec<(i64, Vec<u8>)> = Vec::new();
         for seg in &segments {
             if !inits.iter().any(|(id, _)| *id == seg.init_id) {
-                let init = self.index.init(seg.init_id)?.ok_or(PlaybackError::NotFound)?;
-                inits.push((seg.init_id, self.store.get(&init.file)?.ok_or(PlaybackError::NotFound)?));
+                inits.push((seg.init_id, self.init(device, seg.init_id, rendition)?));
             }
         }
         let init_bytes: Vec<&[u8]> = inits.iter().map(|(_, bytes)| bytes.as_slice()).collect();
@@ -41,7 +42,11 @@ impl Playback {
         // One stored segment in memory at a time beside the output.
         for seg in &segments {
             let init_index = inits.iter().position(|(id, _)| *id == seg.init_id).ok_or(PlaybackError::NotFound)?;
-            export.push(init_index, &self.store.get(&seg.file)?.ok_or(PlaybackError::NotFound)?)?;
+            let media = match rendition {
+                Rendition::Stored => self.store.get(&seg.file)?.ok_or(PlaybackError::NotFound)?,
+                Rendition::Chroma420 => self.variants.segment(seg)?,
+            };
+            export.push(init_index, &media)?;
         }
         Ok(Export { bytes: export.finish()?, start_ms })
     }

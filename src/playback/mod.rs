@@ -4,11 +4,13 @@
 
 mod export;
 mod stills;
+mod storyboard;
 mod variant;
 mod work;
 
 pub use export::{Export, MAX_EXPORT_MS};
 pub use stills::Frame;
+pub use storyboard::{Storyboard, HOUR_MS};
 pub use variant::codec_420;
 
 use std::sync::Arc;
@@ -44,7 +46,7 @@ pub enum PlaybackError {
     Export(#[from] crate::media::mp4::Mp4Error),
 }
 
-/// Which rendition of a device's footage.
+/// Which rendition of a device's footage (playlists, segments, exports).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rendition {
     /// As stored: H.264 High 4:4:4 (or AV1 4:4:4 blocks).
@@ -94,6 +96,17 @@ pub struct Timeline {
     pub gaps: Vec<Span>,
     /// Frames received but not yet encoded (they appear within about a minute).
     pub pending_frames: usize,
+    /// How much the screen changed, per minute of the range.
+    pub activity: Activity,
+}
+
+/// Per minute from `start_ms`: the bytes of the inter frames encoded in that minute (how much
+/// the screen changed), or None where nothing was recorded.
+#[derive(Debug, serde::Serialize)]
+pub struct Activity {
+    pub start_ms: i64,
+    pub step_ms: i64,
+    pub values: Vec<Option<i64>>,
 }
 
 /// The viewing service.
@@ -107,8 +120,10 @@ pub struct Playback {
     thumbs: stills::ThumbCache,
     /// One preview decode per segment at a time.
     thumb_decodes: work::KeyedLocks<i64>,
-    /// Whole-segment decodes (exact frames, previews) in flight at once.
+    /// Whole-segment decodes (exact frames, previews, storyboards) in flight at once.
     decode_slots: work::Slots,
+    /// One storyboard sprite made per key at a time.
+    storyboard_makes: work::KeyedLocks<String>,
 }
 
 impl Playback {
@@ -124,6 +139,7 @@ impl Playback {
             thumbs: stills::ThumbCache::default(),
             thumb_decodes: work::KeyedLocks::default(),
             decode_slots: work::Slots::new(cores, Duration::from_secs(10)),
+            storyboard_makes: work::KeyedLocks::default(),
         }
     }
 
@@ -202,6 +218,7 @@ impl Playback {
                 _ => recorded.push(Span { start_ms: s.start_ms, end_ms: s.end_ms }),
             }
         }
+        let activity = self.activity(device, from, to.min(now + MINUTE_MS))?;
         let gaps = recorded.windows(2).map(|w| Span { start_ms: w[0].end_ms, end_ms: w[1].start_ms }).collect();
         Ok(Timeline {
             device: device.id.clone(),
@@ -213,7 +230,21 @@ impl Playback {
             recorded,
             gaps,
             pending_frames: self.pending.frame_count(),
+            activity,
         })
+    }
+
+    /// The activity lane of `[from, to)`, from `from` rounded down to the minute.
+    fn activity(&self, device: &VisibleDevice, from: i64, to: i64) -> Result<Activity, PlaybackError> {
+        let start_ms = from.div_euclid(MINUTE_MS) * MINUTE_MS;
+        let minutes = usize::try_from((to - start_ms + MINUTE_MS - 1).div_euclid(MINUTE_MS)).unwrap_or(0);
+        let mut values = vec![None; minutes];
+        for (minute_ms, bytes) in self.index.activity_between(&device.id, start_ms, to)? {
+            if let Some(v) = usize::try_from((minute_ms - start_ms) / MINUTE_MS).ok().and_then(|i| values.get_mut(i)) {
+                *v = Some(bytes);
+            }
+        }
+        Ok(Activity { start_ms, step_ms: MINUTE_MS, values })
     }
 
     /// Media segment `segment_id` of the device in `rendition`; another device's id is NotFound.
@@ -244,6 +275,9 @@ impl Playback {
     pub fn sweep_caches(&self) {
         if let Err(e) = self.variants.sweep() {
             tracing::warn!(error = %e, "cannot sweep the variant cache");
+        }
+        if let Err(e) = self.sweep_storyboards() {
+            tracing::warn!(error = %e, "cannot sweep the storyboard cache");
         }
     }
 

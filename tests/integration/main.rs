@@ -22,3 +22,4 @@ mod browser;
 mod player;
 mod garage;
 mod s3;
+mod viewer;

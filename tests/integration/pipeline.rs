@@ -123,12 +123,15 @@ pub fn exact_frames_on_an_absolute_timeline(s: Server) {
 
     let segments = fetch_all(&s, &v, &device);
     let summary: Vec<(bool, i64)> = segments.iter().map(|f| (f.gap, f.extinf_ms)).collect();
-    assert_eq!(summary, vec![(false, MIN), (false, MIN), (true, MIN), (false, MIN)], "three minutes and one gap");
+    // Minute 3's first capture (3:00.001) follows a gap: its segment starts at that capture, and
+    // a gap entry of 1 ms keeps media time equal to wall-clock time.
+    assert_eq!(summary, vec![(false, MIN), (false, MIN), (true, MIN), (true, 1), (false, MIN - 1)], "three minutes and one gap");
+    let starts = [T0, T0 + MIN, T0 + 2 * MIN, T0 + 3 * MIN, T0 + 3 * MIN + 1];
     for (n, f) in segments.iter().enumerate() {
-        assert_eq!(f.pdt_ms, Some(T0 + n as i64 * MIN), "PROGRAM-DATE-TIME of entry {n}");
+        assert_eq!(f.pdt_ms, Some(starts[n]), "PROGRAM-DATE-TIME of entry {n}");
         if !f.gap {
-            assert_eq!(f.tfdt, (T0 + n as i64 * MIN) as u64, "tfdt is the minute's start in ms");
-            assert_eq!(f.frames[0].0, T0 + n as i64 * MIN, "every segment starts on its minute");
+            assert_eq!(f.tfdt, starts[n] as u64, "tfdt is the segment's start in ms");
+            assert_eq!(f.frames[0].0, starts[n], "every segment starts at its PROGRAM-DATE-TIME");
         }
     }
     // Presentation times are the capture times, to the millisecond.
@@ -136,16 +139,16 @@ pub fn exact_frames_on_an_absolute_timeline(s: Server) {
     assert_eq!(pts[0], times[..5].to_vec());
     assert_eq!(pts[1], vec![T0 + MIN, T0 + MIN + 7_000, T0 + MIN + 17_000, T0 + MIN + 59_999], "carry at :00");
     // The carry frame repeats the previous minute's last capture, and a capture after a gap longer
-    // than carry_max_age is shown from its minute's start instead.
+    // than carry_max_age is presented at its own time, never earlier.
     assert!(psnr_rgb(&segments[1].frames[0].1, &originals[&(T0 + 52_999)]) >= 45.0);
-    assert_eq!(pts[2], vec![T0 + 3 * MIN, T0 + 3 * MIN + 30_000]);
+    assert_eq!(pts[2], vec![T0 + 3 * MIN + 1, T0 + 3 * MIN + 30_000]);
     assert_all_captures_match(&segments, &originals);
 
     // The timeline lists every capture and the gap.
     let tl: serde_json::Value = s.get(&v.token, &format!("/api/v1/devices/{device}/timeline")).send().unwrap().json().unwrap();
     let captures: Vec<i64> = tl["captures"].as_array().unwrap().iter().map(|c| c.as_i64().unwrap()).collect();
     assert_eq!(captures, times);
-    assert_eq!(tl["gaps"], serde_json::json!([{ "start_ms": T0 + 2 * MIN, "end_ms": T0 + 3 * MIN }]));
+    assert_eq!(tl["gaps"], serde_json::json!([{ "start_ms": T0 + 2 * MIN, "end_ms": T0 + 3 * MIN + 1 }]));
     assert_eq!(tl["media_start_ms"], T0);
 
     // frame.png is the exact frame on screen at t.
@@ -156,6 +159,8 @@ pub fn exact_frames_on_an_absolute_timeline(s: Server) {
     assert!(psnr_rgb(&png, &originals[&(T0 + 10_250)]) >= 45.0);
     let r = s.get(&v.token, &format!("/api/v1/devices/{device}/frame.png?t={}", T0 + 2 * MIN + 5)).send().unwrap();
     assert_eq!(r.status(), 404, "no frame inside a gap");
+    let r = s.get(&v.token, &format!("/api/v1/devices/{device}/frame.png?t={}", T0 + 3 * MIN)).send().unwrap();
+    assert_eq!(r.status(), 404, "nor before the first capture after it");
 
     // Export: one MP4 with times starting at 0, every frame kept.
     let r = s
@@ -235,7 +240,7 @@ fn late_frame_re_encodes_its_minute_under_a_new_uri(originals_kept: bool) {
     assert_ne!(after[0].uri, before[0].uri, "a re-encoded minute gets a new URI");
     assert_eq!(after[1].uri, before[1].uri, "the next minute is untouched");
     let pts: Vec<i64> = after[0].frames.iter().map(|f| f.0).collect();
-    assert_eq!(pts, vec![T0, T0 + 25_000, T0 + 35_000, T0 + 45_000], "first capture shown from :00");
+    assert_eq!(pts, vec![T0 + 5_000, T0 + 25_000, T0 + 35_000, T0 + 45_000], "the first capture at its own time, not from :00");
     // Every capture's pixels, those decoded from the stored video included.
     assert_all_captures_match(&after, &originals);
     // The replaced segment is gone from disk and from the index.
@@ -261,7 +266,7 @@ fn a_resolution_change_starts_a_new_segment_with_a_discontinuity() {
     s.advance_and_encode(T0 + MIN + 15_000);
     let segments = fetch_all(&s, &v, &device);
     let spans: Vec<(i64, i64, bool)> = segments.iter().map(|f| (f.pdt_ms.unwrap() - T0, f.extinf_ms, f.discontinuity)).collect();
-    assert_eq!(spans, vec![(0, 20_000, false), (20_000, 30_000, true), (50_000, 10_000, true)]);
+    assert_eq!(spans, vec![(3_000, 17_000, false), (20_000, 30_000, true), (50_000, 10_000, true)]);
     let sizes: Vec<(u32, u32)> = segments.iter().map(|f| (f.frames[0].1.width, f.frames[0].1.height)).collect();
     assert_eq!(sizes, vec![(640, 360), (481, 271), (640, 360)], "no frame rescaled");
     assert_all_captures_match(&segments, &originals);
@@ -353,7 +358,7 @@ fn a_byte_budget_deletes_the_oldest_footage_first() {
         .sweep()
         .unwrap();
     let left: Vec<i64> = s.app.index.all_segments().unwrap().iter().map(|x| x.start_ms - T0).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
-    assert_eq!(left, vec![3 * MIN, 4 * MIN, 5 * MIN], "the three oldest minutes went, across devices");
+    assert_eq!(left, vec![3 * MIN + 5, 4 * MIN + 5, 5 * MIN + 5], "the three oldest minutes went, across devices");
     let stored: i64 = s.app.index.all_segments().unwrap().iter().map(|x| x.bytes).sum::<i64>()
         + s.app.index.all_inits().unwrap().iter().map(|i| i.bytes).sum::<i64>();
     assert!(stored as u64 <= budget);
@@ -514,23 +519,22 @@ fn compaction_rewrites_old_minutes_into_long_segments_with_exact_frames() {
     s.advance_and_encode(T0 + 30 * MIN + 15_000);
     let segs = s.app.index.segments_between(&device, 0, i64::MAX).unwrap();
     let spans: Vec<(i64, i64, i64)> = segs.iter().map(|s| ((s.start_ms - T0) / 1000, (s.end_ms - T0) / 1000, s.span_ms / 1000)).collect();
-    assert_eq!(&spans[..2], &[(0, 600, 600), (600, 1200, 600)], "two compacted blocks");
+    assert_eq!(&spans[..2], &[(3, 600, 600), (600, 1200, 600)], "two compacted blocks, the first from the first capture");
     assert!(spans[2..].iter().all(|(a, b, span)| b - a == 60 && *span == 60), "the rest stay one-minute: {spans:?}");
-    assert_eq!(segs[0].frame_count, 60, "one keyframe interval for the block (first capture shown from :00)");
+    assert_eq!(segs[0].frame_count, 60, "one keyframe interval for the block");
     assert!(segs[0].bytes < hot_bytes, "compacted {} B < one-minute {} B", segs[0].bytes, hot_bytes);
 
     let (pl, text) = media_playlist(&s, &v, &device);
     assert!(text.contains("#EXT-X-TARGETDURATION:600\n"), "{text}");
     let fetched = fetch_all(&s, &v, &device);
-    assert_eq!(fetched[0].extinf_ms, 600_000);
-    assert_eq!(fetched[0].pdt_ms, Some(T0));
-    assert_eq!(fetched[0].tfdt, T0 as u64);
+    assert_eq!(fetched[0].extinf_ms, 597_000);
+    assert_eq!(fetched[0].pdt_ms, Some(T0 + 3_000));
+    assert_eq!(fetched[0].tfdt, (T0 + 3_000) as u64);
     assert_eq!(fetched[1].tfdt, (T0 + 10 * MIN) as u64);
     let decoded: Vec<i64> = fetched.iter().flat_map(|f| f.frames.iter().map(|(pts, _)| *pts)).collect();
-    let mut want: Vec<i64> = vec![T0];
-    want.extend(originals.keys().skip(1).copied());
+    let want: Vec<i64> = originals.keys().copied().collect();
     // Minute starts with a carry repeat the previous capture at :00 in one-minute segments.
-    let decoded_captures: Vec<i64> = decoded.iter().copied().filter(|p| originals.contains_key(p) || *p == T0).collect();
+    let decoded_captures: Vec<i64> = decoded.iter().copied().filter(|p| originals.contains_key(p)).collect();
     assert_eq!(decoded_captures, want, "every capture at its exact time");
     assert_all_captures_match(&fetched, &originals);
     assert_eq!(pl.segments.len(), 2 + spans.len() - 2);
@@ -561,7 +565,7 @@ fn compaction_rewrites_old_minutes_into_long_segments_with_exact_frames() {
     s.advance_and_encode(T0 + 32 * MIN + 30_000);
     let after = fetch_all(&s, &v, &device);
     assert_ne!(after[0].uri, fetched[0].uri);
-    assert_eq!(after[0].extinf_ms, 600_000);
+    assert_eq!(after[0].extinf_ms, 597_000);
     assert!(after[0].frames.iter().any(|(pts, _)| *pts == late));
     // Its neighbours now come from decoded video (their originals were released): one generation.
     assert_all_captures_match(&after, &originals);
@@ -612,7 +616,7 @@ fn the_420_variant_is_transcoded_on_demand_cached_and_swept() {
             pts.push(t);
         }
     }
-    let want: Vec<i64> = vec![T0, T0 + 31_000, T0 + MIN, T0 + MIN + 7_000, T0 + MIN + 40_000, T0 + 2 * MIN];
+    let want: Vec<i64> = vec![T0 + 2_000, T0 + 31_000, T0 + MIN, T0 + MIN + 7_000, T0 + MIN + 40_000, T0 + 2 * MIN];
     assert_eq!(pts, want, "the same presentation times as the 4:4:4 segments");
     assert!(worst >= 28.0, "4:2:0 halves colour detail but keeps the picture: worst {worst:.1} dB");
     eprintln!("4:2:0 variant: worst capture {worst:.1} dB");

@@ -55,9 +55,11 @@ fn mark(img: &mut screentape::media::png::RgbImage, i: usize) {
 /// In-page helper: the marker index of the frame on screen.
 const READ_MARKER: &str = r#"
   const n = (() => {
-    const v = document.getElementById('video');
+    // The picture on screen: the decoded frame (WebCodecs, while paused) or the video.
+    const f = document.getElementById('frame');
+    const v = f && !f.hidden ? f : document.getElementById('video');
     const c = document.createElement('canvas');
-    c.width = v.videoWidth; c.height = v.videoHeight;
+    c.width = v.videoWidth || v.width; c.height = v.videoHeight || v.height;
     const g = c.getContext('2d', { willReadFrequently: true });
     g.drawImage(v, 0, 0);
     const px = g.getImageData(0, 0, c.width, 16).data;
@@ -82,13 +84,101 @@ fn expected_index(captures: &[i64], wall: i64) -> i64 {
     }
 }
 
+/// Another HTTP front on the same server whose player files (`/`, `/player/*`) are read from `dir`
+/// at each request, everything else answered by the real router: scripts/bench-player serves
+/// main's player next to this one in one run (the server embeds one player in its binary), and
+/// `SCREENTAPE_PLAYER_DIR=player` lets a test try player edits without rebuilding the server.
+/// Returns its base URL.
+pub fn player_front(s: &Server, dir: std::path::PathBuf) -> String {
+    use axum::extract::Path as AxPath;
+    use axum::http::header;
+    use axum::response::IntoResponse;
+    // The real server's security headers (Content-Security-Policy above all), on these files too.
+    let real_headers: Vec<(String, String)> = s
+        .client
+        .get(s.url("/"))
+        .send()
+        .expect("GET /")
+        .headers()
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "content-type" | "content-length" | "cache-control" | "date"))
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_string()))
+        .collect();
+    let read = move |file: String| {
+        let kind = match file.rsplit('.').next() {
+            Some("js") => "text/javascript; charset=utf-8",
+            Some("css") => "text/css; charset=utf-8",
+            Some("svg") => "image/svg+xml",
+            _ => "text/html; charset=utf-8",
+        };
+        match std::fs::read(dir.join(&file)) {
+            Ok(body) if !file.contains("..") => {
+                let mut r = ([(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, "no-cache")], body).into_response();
+                for (k, v) in &real_headers {
+                    if let (Ok(k), Ok(v)) = (axum::http::HeaderName::try_from(k.as_str()), axum::http::HeaderValue::try_from(v.as_str())) {
+                        r.headers_mut().insert(k, v);
+                    }
+                }
+                r
+            }
+            _ => axum::http::StatusCode::NOT_FOUND.into_response(),
+        }
+    };
+    let (read1, read2) = (read.clone(), read);
+    let real = screentape::http::router(s.app.http.clone());
+    let router = axum::Router::new()
+        .route("/", axum::routing::get(move || { let r = read1.clone(); async move { r("index.html".into()) } }))
+        .route(
+            "/player/{file}",
+            axum::routing::get(move |AxPath(file): AxPath<String>| {
+                let r = read2.clone();
+                async move {
+                    // hls.js lives in vendor/ in the repository.
+                    if file == "hls.min.js" { r("vendor/hls.min.js".into()) } else { r(file) }
+                }
+            }),
+        )
+        .fallback_service(real);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            tx.send(listener.local_addr().expect("addr")).expect("send");
+            axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>()).await.expect("serve");
+        });
+    });
+    format!("http://{}", rx.recv().expect("front address"))
+}
+
+/// The page's base URL: the server itself, or a front serving `SCREENTAPE_PLAYER_DIR`'s files.
+fn page_base(s: &Server) -> String {
+    static FRONTS: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+    let Ok(dir) = std::env::var("SCREENTAPE_PLAYER_DIR") else { return s.url("") };
+    let mut fronts = FRONTS.lock().unwrap();
+    if let Some((_, f)) = fronts.iter().find(|(b, _)| *b == s.base) {
+        return f.clone();
+    }
+    let f = player_front(s, dir.into());
+    fronts.push((s.base.clone(), f.clone()));
+    f
+}
+
 fn login(b: &Browser, s: &Server, user: &str, v: &Viewer) {
     login_checked(b, s, user, v, |_| {});
 }
 
 /// Logs in through the form; `check` sees the form's message before submitting.
 fn login_checked(b: &Browser, s: &Server, user: &str, v: &Viewer, check: impl FnOnce(&str)) {
-    b.goto(&s.url("/"));
+    login_at_checked(b, &page_base(s), user, v, check)
+}
+
+fn login_at(b: &Browser, base: &str, user: &str, v: &Viewer) {
+    login_at_checked(b, base, user, v, |_| {})
+}
+
+fn login_at_checked(b: &Browser, base: &str, user: &str, v: &Viewer, check: impl FnOnce(&str)) {
+    b.goto(&format!("{base}/"));
     let shown = b.run(
         r#"
         for (let i = 0; i < 200 && document.getElementById('login').hidden; i++) await new Promise(r => setTimeout(r, 25));
@@ -113,7 +203,7 @@ fn wait_ready(b: &Browser) -> Value {
         r#"
         for (let i = 0; i < 400; i++) {
           const st = window.screentape.state();
-          if (st.timeline && document.getElementById('video').readyState >= 2 && st.wall != null) {
+          if (st.timeline && (document.getElementById('video').readyState >= 2 || (window.screentape.frameMode && window.screentape.frameMode())) && st.wall != null) {
             await window.screentape.settled();
             return [st.timeline.captures.length, performance.now()];
           }
@@ -251,7 +341,7 @@ pub fn player_checks(s: &Server) {
              window.screentape.setSpeed(16);
              const v = document.getElementById('video');
              const seen = [];
-             await v.play();
+             await window.screentape.play(); await v.play();
              const until = performance.now() + 4000;
              while (performance.now() < until) {{
                const meta = await new Promise(r => {{ v.requestVideoFrameCallback((_, m) => r(m)); setTimeout(() => r(null), 1500); }});
@@ -284,7 +374,7 @@ pub fn player_checks(s: &Server) {
             "await window.screentape.seekWall(args.before);
              window.screentape.setSpeed(16);
              const v = document.getElementById('video');
-             await v.play();
+             await window.screentape.play(); await v.play();
              const until = performance.now() + 15000;
              while (performance.now() < until && window.screentape.currentWall() < args.after) await new Promise(r => setTimeout(r, 50));
              v.pause();
@@ -370,7 +460,7 @@ pub fn player_checks(s: &Server) {
 fn the_player_page_enforces_its_content_security_policy() {
     let s = Server::start();
     let b = Browser::start();
-    b.goto(&s.url("/"));
+    b.goto(&format!("{}/", page_base(&s)));
     let shown = b.run(
         "for (let i = 0; i < 200 && document.getElementById('login').hidden; i++) await new Promise(r => setTimeout(r, 25));
          return !document.getElementById('login').hidden;",
@@ -428,9 +518,10 @@ fn open_player_in(b: Browser, s: &Server, user: &str, v: &Viewer, query: &str) -
 const SCREEN_STATE: &str = r#"
   await new Promise(r => setTimeout(r, 1500));
   const black = (() => {
-    const v = document.getElementById('video');
+    const f = document.getElementById('frame');
+    const v = f && !f.hidden ? f : document.getElementById('video');
     const c = document.createElement('canvas');
-    c.width = v.videoWidth; c.height = v.videoHeight;
+    c.width = v.videoWidth || v.width; c.height = v.videoHeight || v.height;
     const g = c.getContext('2d', { willReadFrequently: true });
     g.drawImage(v, 0, 0);
     const px = g.getImageData(0, 0, c.width, c.height).data;
@@ -492,7 +583,7 @@ fn press_until_marker(b: &Browser, key: &str, want: i64, within_ms: u64) -> (f64
              let n = -1;
              while (performance.now() - t0 < args.within) {{
                await new Promise(r => setTimeout(r, 20));
-               const m = document.getElementById('video').videoWidth ? (() => {{ {READ_MARKER} return n; }})() : -1;
+               const m = (document.getElementById('video').videoWidth || !document.getElementById('frame').hidden) ? (() => {{ {READ_MARKER} return n; }})() : -1;
                if (m === args.want) {{ n = m; break; }}
              }}
              const ms = performance.now() - t0;
@@ -808,15 +899,36 @@ fn a_new_user_gets_a_plain_login_a_fitted_zoomable_timeline_honest_previews_live
             json!({ "wall": wall }),
         )
     };
-    let over = hover(start + 3 * 60_000 + 30_616);
+    // Over footage the preview is the storyboard tile under the pointer (once the hour's board is
+    // here), labelled with the capture it shows, to the second.
+    let over = b.run(
+        "const c = document.getElementById('timeline'), r = c.getBoundingClientRect();
+         const w = window.screentape.timelineWindow();
+         const x = r.left + (args.wall - w.from) / (w.to - w.from) * r.width;
+         const tile = document.getElementById('preview-tile');
+         const t0 = performance.now();
+         do {
+           c.dispatchEvent(new PointerEvent('pointermove', { clientX: x, clientY: r.top + 30, bubbles: true }));
+           if (!tile.hidden) break;
+           await new Promise(r => setTimeout(r, 50));
+         } while (performance.now() - t0 < 20000);
+         const hour = Math.floor(args.wall / 3600000) * 3600000;
+         const board = await (await fetch(`/api/v1/devices/${window.screentape.state().device}/storyboard?hour=${hour}`)).json();
+         const want = board.tiles[Math.floor((args.wall - board.start_ms) / board.interval_ms)];
+         const d = new Date(want), two = (n) => String(n).padStart(2, '0');
+         return { tile: !tile.hidden, capture: Number(tile.dataset.capture), want, label: document.getElementById('preview-time').textContent,
+                  hhmmss: `${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}` };",
+        json!({ "wall": start + 3 * 60_000 + 30_616 }),
+    );
     let label = over["label"].as_str().unwrap();
-    assert_eq!(over["img"], json!(true), "{over}");
-    assert!(over["src"].as_str().unwrap().ends_with(&format!("t={}", start + 3 * 60_000)), "the preview is of the minute: {over}");
-    assert!(label.contains(&format!("{}:00", over["hhmm"].as_str().unwrap())), "the label names the minute shown: {over}");
+    assert_eq!(over["tile"], json!(true), "the storyboard tile shows on hover: {over}");
+    assert_eq!(over["capture"], over["want"], "the tile of the moment under the pointer: {over}");
+    assert!(label.contains(over["hhmmss"].as_str().unwrap()), "the label names the capture shown: {over}");
     assert!(!label.contains('.') || !label.rsplit('.').next().unwrap().chars().all(|c| c.is_ascii_digit()), "no milliseconds: {over}");
     let before = hover(start - 20_000);
     assert_eq!(before["empty"], json!("No recording"), "{before}");
     assert_eq!(before["img"], json!(false), "no empty black picture: {before}");
+    assert_eq!(b.run("return document.getElementById('preview-tile').hidden;", json!({})), json!(true), "no tile where nothing was recorded");
 
     // Play is visibly alive: the default speed moves through several captures in two seconds.
     let played = b.run(
@@ -865,5 +977,369 @@ fn a_new_user_gets_a_plain_login_a_fitted_zoomable_timeline_honest_previews_live
     );
     assert_eq!(typed[1], json!(captures[33] - 321), "typing {} goes there (the second, as typed): {typed}", typed[0]);
     assert!(typed[2].as_str().unwrap().contains("Not a time") && typed[3] == json!(true), "nonsense is refused visibly: {typed}");
+    assert_eq!(b.csp_violations(), json!([]));
+}
+
+/// scripts/bench-player: main's player and this one, side by side in one run, on a real corpus
+/// hour (`SCREENTAPE_PLAYER_CORPUS`, a directory of 1080p PNGs) uploaded through the real server
+/// and compacted with the default settings. Main's player files come from
+/// `SCREENTAPE_PLAYER_BASELINE` (served by a second front on the same server). Prints seek and
+/// step p50/p95, frames decoded per seek and where the time goes.
+#[test]
+#[ignore = "a benchmark: scripts/bench-player runs it"]
+fn bench_player_main_and_new_on_a_corpus_hour() {
+    let corpus = std::env::var("SCREENTAPE_PLAYER_CORPUS").expect("SCREENTAPE_PLAYER_CORPUS=DIR");
+    let baseline = std::env::var("SCREENTAPE_PLAYER_BASELINE").expect("SCREENTAPE_PLAYER_BASELINE=DIR of main's player files");
+    let n: usize = std::env::var("SCREENTAPE_PLAYER_BENCH").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
+    let s = Server::start_with(|c| {
+        let layer: screentape::config::Layer =
+            screentape::config::Config::env_layer().into_iter().filter(|(k, _)| k.starts_with("compact_")).collect();
+        c.apply(&layer).expect("compaction settings");
+    });
+    let ann = s.add_user("ann", false);
+    let (device, _) = s.add_device("ann-desktop", Some("ann"));
+    let frames = crate::corpus::load_dir(std::path::Path::new(&corpus)).expect("corpus");
+    let first = frames[0].capture_ms;
+    let captures: Vec<i64> = frames.iter().map(|f| T0 + 3_000 + f.capture_ms - first).collect();
+    s.clock.set_ms(*captures.last().unwrap());
+    for (i, (f, t)) in frames.iter().zip(&captures).enumerate() {
+        let mut img = screentape::media::png::decode_rgb(&f.png, 16384).expect("corpus png");
+        mark(&mut img, i);
+        s.app.ingest.accept(&device, *t, &encode_rgb(&img)).expect("ingest");
+    }
+    drop(frames);
+    // The default compaction ages blocks 10 minutes: the last ten minutes stay one-minute segments.
+    s.advance_and_encode(*captures.last().unwrap() + 12 * 60_000);
+    s.app.run_due_now();
+    let blocks = s.app.index.all_segments().unwrap().iter().filter(|g| g.span_ms > 60_000).count();
+    eprintln!("bench: {} captures from {corpus}, {blocks} compacted blocks", captures.len());
+
+    let new_base = page_base(&s);
+    let main_base = player_front(&s, baseline.into());
+    let b = Browser::start();
+    let mut rng_state = 0x2545_f491_4f6c_dd1du64;
+    let mut targets = Vec::new();
+    for k in 0..n {
+        rng_state ^= rng_state << 13;
+        rng_state ^= rng_state >> 7;
+        rng_state ^= rng_state << 17;
+        let i = (rng_state % captures.len() as u64) as usize;
+        targets.push(match k % 3 { 0 => captures[i], 1 => captures[i] - 1, _ => captures[i] + 4_321 });
+    }
+    let pct = |v: &[f64], p: usize| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[(v.len() - 1) * p / 100]
+    };
+    let mut gop_index: Vec<i64> = Vec::new();
+    for (name, base) in [("main", main_base.clone()), ("new", new_base.clone())] {
+        b.goto(&format!("{base}/"));
+        b.run("await fetch('/api/v1/logout', { method: 'POST' });", json!({}));
+        login_at(&b, &base, "ann", &ann);
+        wait_ready(&b);
+        // Let the page settle (first segment, stills) before timing.
+        b.run("await new Promise(r => setTimeout(r, 1500));", json!({}));
+        let mut seek_ms = Vec::new();
+        let mut wrong = 0;
+        let (mut fetch_ms, mut decoded, mut decode_ms, mut cached) = (Vec::new(), Vec::new(), Vec::new(), 0);
+        let (mut draw_ms, mut preview_ms, mut seg_fetch_ms) = (Vec::new(), Vec::new(), Vec::new());
+        for (k, wall) in targets.iter().enumerate() {
+            let v = b.run(
+                &format!(
+                    "const st = window.screentape;
+                     const t0 = performance.now();
+                     await st.seekWall(args.wall);
+                     await new Promise(r => requestAnimationFrame(r));
+                     const ms = performance.now() - t0;
+                     {READ_MARKER}
+                     const seg = performance.getEntriesByType('resource').filter(e => e.startTime >= t0 && /segments/.test(e.name));
+                     const fetched = seg.length ? Math.max(...seg.map(e => e.responseEnd)) - Math.min(...seg.map(e => e.startTime)) : 0;
+                     return [n, ms, st.lastSeekInfo ? st.lastSeekInfo() : null, fetched];"
+                ),
+                json!({ "wall": wall }),
+            );
+            if v[0].as_i64().unwrap() != expected_index(&captures, *wall) {
+                wrong += 1;
+            }
+            seek_ms.push(v[1].as_f64().unwrap());
+            fetch_ms.push(v[3].as_f64().unwrap());
+            let info = &v[2];
+            if name == "new" && info["path"] == "frames" {
+                if info["cached"] == json!(true) {
+                    cached += 1;
+                }
+                decoded.push(info["decoded"].as_f64().unwrap());
+                decode_ms.push(info["decodeMs"].as_f64().unwrap());
+                draw_ms.push(info["drawMs"].as_f64().unwrap_or(0.0));
+                seg_fetch_ms.push(info["fetchMs"].as_f64().unwrap_or(0.0));
+                if let Some(p) = info["previewMs"].as_f64() {
+                    preview_ms.push(p);
+                }
+                gop_index.push(info["gop"].as_i64().unwrap_or(-1));
+                let _ = k;
+            }
+        }
+        // Screenshot steps: 30 forward from 40 % of the hour and 30 back from 70 % (each run
+        // crosses a 10-minute block's boundary), through the keyboard, each checked.
+        let mut step_ms = Vec::new();
+        // A person tapping an arrow key: SCREENTAPE_PLAYER_STEP_PACE ms between presses (default
+        // 150, about 7 a second; 0 = back to back).
+        let pace: u64 = std::env::var("SCREENTAPE_PLAYER_STEP_PACE").ok().and_then(|v| v.parse().ok()).unwrap_or(150);
+        let len = captures.len() as i64;
+        for (from, key, delta) in [(len * 2 / 5, "ArrowRight", 1i64), (len * 7 / 10, "ArrowLeft", -1)] {
+            b.run("await window.screentape.seekWall(args.t); await new Promise(r => setTimeout(r, 300));", json!({ "t": captures[from as usize] }));
+            let mut at = from;
+            for _ in 0..30 {
+                at += delta;
+                let v = b.run(
+                    &format!(
+                        "await new Promise(r => setTimeout(r, args.pace));
+                         const t0 = performance.now();
+                         document.dispatchEvent(new KeyboardEvent('keydown', {{ key: args.key, bubbles: true }}));
+                         await window.screentape.settled();
+                         await new Promise(r => requestAnimationFrame(r));
+                         const ms = performance.now() - t0;
+                         {READ_MARKER} return [n, ms];"
+                    ),
+                    json!({ "key": key, "pace": pace }),
+                );
+                if v[0].as_i64().unwrap() != at {
+                    wrong += 1;
+                }
+                step_ms.push(v[1].as_f64().unwrap());
+            }
+        }
+        let mean = |v: &[f64]| if v.is_empty() { 0.0 } else { v.iter().sum::<f64>() / v.len() as f64 };
+        eprintln!(
+            "bench: {name:4} player: {} seeks p50 {:.0} ms p95 {:.0} ms; {} steps ({pace} ms apart) p50 {:.0} ms p95 {:.0} ms; wrong frames {wrong}; \
+             segment fetch per seek mean {:.0} ms",
+            seek_ms.len(), pct(&seek_ms, 50), pct(&seek_ms, 95), step_ms.len(), pct(&step_ms, 50), pct(&step_ms, 95), mean(&fetch_ms)
+        );
+        if name == "new" && !decoded.is_empty() {
+            eprintln!(
+                "bench: new  player: frames decoded per seek mean {:.1} max {:.0} ({} of {} seeks from the cache); decode to the frame mean {:.0} ms p95 {:.0} ms",
+                mean(&decoded), decoded.iter().cloned().fold(0.0, f64::max), cached, decoded.len(), mean(&decode_ms), pct(&decode_ms, 95)
+            );
+            eprintln!(
+                "bench: new  player: where a seek's time goes: segment fetch+parse mean {:.0} ms, decode from the keyframe mean {:.0} ms, draw mean {:.1} ms; \
+                 storyboard preview on screen in {} of {} uncached seeks, p50 {:.0} ms p95 {:.0} ms",
+                mean(&seg_fetch_ms), mean(&decode_ms), mean(&draw_ms), preview_ms.len(), decoded.len() - cached,
+                if preview_ms.is_empty() { f64::NAN } else { pct(&preview_ms, 50) }, if preview_ms.is_empty() { f64::NAN } else { pct(&preview_ms, 95) }
+            );
+        }
+        let fr = b.run("return window.screentape.frames ? window.screentape.frames() : null;", json!({}));
+        if !fr.is_null() {
+            eprintln!("bench: {name:4} player: decoded-frame cache {fr}");
+        }
+    }
+    if !gop_index.is_empty() {
+        let g: Vec<f64> = gop_index.iter().map(|x| (*x + 1) as f64).collect();
+        eprintln!(
+            "bench: main player: an MSE seek decodes from the keyframe: {:.1} frames per seek on average (max {:.0}), same targets",
+            g.iter().sum::<f64>() / g.len() as f64, g.iter().cloned().fold(0.0, f64::max)
+        );
+    }
+}
+
+/// Issue 11, speed: while paused, steps go through WebCodecs (decoded frames kept around the
+/// playhead, the next segment decoded ahead). Stepping forward and back across a segment boundary
+/// shows the right capture, measured from a page screenshot with the still overlay hidden (so the
+/// pixels are the decoded frame's): ≥ 45 dB against the upload, and the step across the boundary
+/// came from the cache.
+#[test]
+fn stepping_across_a_segment_boundary_through_webcodecs_shows_the_right_capture() {
+    let s = Server::start();
+    let ann = s.add_user("ann", false);
+    let (device, _) = s.add_device("ann-desktop", Some("ann"));
+    let captures: Vec<i64> = (0..12).map(|i| T0 + 3_000 + i * STEP_MS).collect();
+    let originals: Vec<screentape::media::png::RgbImage> = captures
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let mut img = screenshot(640, 360, *t, i as u64, 4);
+            mark(&mut img, i);
+            img
+        })
+        .collect();
+    s.clock.set_ms(*captures.last().unwrap());
+    for (t, img) in captures.iter().zip(&originals) {
+        s.app.ingest.accept(&device, *t, &encode_rgb(img)).expect("ingest");
+    }
+    s.advance_and_encode(T0 + 3 * 60_000);
+    let b = open_player_in(Browser::start(), &s, "ann", &ann, "");
+    b.run("window.screentape.zoomTo(1); await new Promise(r => requestAnimationFrame(r));", json!({}));
+    // Capture 5 is the last of the first minute (…:53); 6 is the first of the next segment.
+    let last_of_minute = captures.iter().rposition(|c| *c < T0 + 60_000).unwrap();
+    assert_eq!(last_of_minute, 5);
+    b.run("await window.screentape.seekWall(args.t);", json!({ "t": captures[3] }));
+    let step = |key: &str| -> Value {
+        b.run(
+            &format!(
+                "await new Promise(r => setTimeout(r, 400));   // a person's pace: decode-ahead runs meanwhile
+                 document.dispatchEvent(new KeyboardEvent('keydown', {{ key: args.key, bubbles: true }}));
+                 await window.screentape.settled();
+                 for (const i of document.querySelectorAll('#stage img.still')) i.style.visibility = 'hidden';
+                 await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
+                 {READ_MARKER}
+                 const f = document.getElementById('frame');
+                 return {{ n, info: window.screentape.lastSeekInfo(), frameMode: window.screentape.frameMode(), canvas: !f.hidden && Number(f.dataset.capture),
+                          paused: document.getElementById('video').paused, wall: window.screentape.currentWall() }};"
+            ),
+            json!({ "key": key }),
+        )
+    };
+    for (key, want) in [("ArrowRight", 4usize), ("ArrowRight", 5), ("ArrowRight", 6), ("ArrowRight", 7), ("ArrowLeft", 6), ("ArrowLeft", 5), ("ArrowLeft", 4)] {
+        let v = step(key);
+        assert_eq!(v["n"], json!(want), "{key} shows capture {want}: {v}");
+        assert_eq!(v["wall"], json!(captures[want]), "{v}");
+        assert_eq!(v["frameMode"], json!(true), "the step went through WebCodecs: {v}");
+        assert_eq!(v["canvas"], json!(captures[want]), "the decoded frame of capture {want} is on screen: {v}");
+        assert_eq!(v["info"]["path"], json!("frames"), "{v}");
+        assert_eq!(v["paused"], json!(true));
+        if want == 6 || want == 5 {
+            assert_eq!(v["info"]["cached"], json!(true), "across the boundary the frame was decoded ahead: {v}");
+        }
+        let shown = stage_pixels(&b);
+        assert_eq!((shown.width, shown.height), (640, 360));
+        let db = screentape::media::psnr_rgb(&shown, &originals[want]);
+        eprintln!("WebCodecs step {key} to capture {want}: {db:.1} dB on screen (still hidden), cached {}", v["info"]["cached"]);
+        assert!(db >= 45.0, "{key} to capture {want}: the decoded frame on screen at {db:.1} dB");
+    }
+    // Play leaves frame mode: the video takes over at the same moment and moves on.
+    let played = b.run(
+        "window.screentape.setSpeed(8); await window.screentape.play();
+         await new Promise(r => setTimeout(r, 1500));
+         const w = window.screentape.currentWall(); document.getElementById('video').pause();
+         return [window.screentape.frameMode(), document.getElementById('frame').hidden, w];",
+        json!({}),
+    );
+    assert_eq!(played[0], json!(false), "{played}");
+    assert_eq!(played[1], json!(true), "{played}");
+    assert!(played[2].as_i64().unwrap() > captures[4], "playback moved on from capture 4: {played}");
+    assert_eq!(b.csp_violations(), json!([]));
+}
+
+/// Issue 11, scrubbing, downloads and the first capture: dragging the playhead shows the
+/// storyboard tile under the pointer (no seek until release; release seeks there), hovering uses
+/// the storyboard, the activity lane is higher where the screen changed, the download menu offers
+/// exact 4:4:4 and plays-everywhere 4:2:0 (served as avc1.64…), and before the device's first
+/// capture the player says "No recording" (frame.png answers 404 there).
+#[test]
+fn storyboard_scrubbing_activity_lane_download_menu_and_no_recording_before_the_first_capture() {
+    let s = Server::start();
+    let ann = s.add_user("ann", false);
+    let (device, _) = s.add_device("ann-desktop", Some("ann"));
+    // Eight minutes: the first capture at :09.985 of its minute; minutes 0–3 show the same page
+    // (only the marker changes), minutes 4–7 scroll on every capture.
+    let first = T0 + 9_985;
+    let captures: Vec<i64> = (0..48).map(|i| first + i * STEP_MS).collect();
+    s.clock.set_ms(*captures.last().unwrap());
+    for (i, t) in captures.iter().enumerate() {
+        let busy = *t >= T0 + 4 * 60_000;
+        let mut img = screenshot(640, 360, if busy { *t } else { T0 }, if busy { i as u64 } else { 0 }, 4);
+        mark(&mut img, i);
+        s.app.ingest.accept(&device, *t, &encode_rgb(&img)).expect("ingest");
+    }
+    s.advance_and_encode(T0 + 10 * 60_000);
+    let b = open_player_in(Browser::start(), &s, "ann", &ann, "");
+
+    // The whole footage in view (5-minute minimum span is fine: zoom to 24 h then fit).
+    b.run("window.screentape.fitTimeline(); await new Promise(r => requestAnimationFrame(r));", json!({}));
+
+    // Activity lane: the busy minutes draw higher bars than the quiet ones.
+    let lane = b.run(
+        "const c = document.getElementById('timeline'), g = c.getContext('2d');
+         const w = window.screentape.timelineWindow(), dpr = window.devicePixelRatio || 1;
+         const height = (wall) => {
+           const x = Math.round((wall - w.from) / (w.to - w.from) * c.clientWidth * dpr);
+           const px = g.getImageData(x, 62 * dpr, 1, 16 * dpr).data;
+           let n = 0;
+           for (let i = 0; i < px.length; i += 4) if (px[i + 2] > 200 && px[i] < 160) n++;
+           return n;
+         };
+         return [1, 2, 5, 6].map(m => height(args.t0 + m * 60000 + 30000));",
+        json!({ "t0": T0 }),
+    );
+    let h: Vec<i64> = lane.as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect();
+    eprintln!("activity lane bar heights (px) at minutes 1, 2, 5, 6: {h:?}");
+    assert!(h[2] > h[0] && h[3] > h[1] && h[2] >= 4, "busy minutes draw higher activity bars: {h:?}");
+
+    // Hover and drag: the storyboard tile under the pointer; the playhead follows the pointer
+    // without seeking; release seeks there.
+    let before = b.run("return window.screentape.currentWall();", json!({}));
+    let drag = b.run(
+        "const c = document.getElementById('timeline'), r = c.getBoundingClientRect();
+         const w = window.screentape.timelineWindow();
+         const xAt = (wall) => r.left + (wall - w.from) / (w.to - w.from) * r.width;
+         const ev = (type, wall) => c.dispatchEvent(new PointerEvent(type, { pointerId: 1, pointerType: 'mouse', clientX: xAt(wall), clientY: r.top + 30, bubbles: true }));
+         const device = window.screentape.state().device;
+         const hour = Math.floor(args.a / 3600000) * 3600000;
+         const board = await (await fetch(`/api/v1/devices/${device}/storyboard?hour=${hour}`)).json();
+         const tileCapture = (wall) => board.tiles[Math.floor((wall - board.start_ms) / board.interval_ms)];
+         // Hover first (fetches the hour's board once), then drag.
+         ev('pointermove', args.a);
+         const t0 = performance.now();
+         while (document.getElementById('preview-tile').hidden && performance.now() - t0 < 5000) { await new Promise(r => setTimeout(r, 10)); ev('pointermove', args.a); }
+         const out = [];
+         ev('pointerdown', args.a);
+         for (const wall of [args.a, args.b, args.c]) {
+           const t = performance.now();
+           ev('pointermove', wall);
+           const tile = document.getElementById('preview-tile');
+           out.push({ shown: !tile.hidden, capture: Number(tile.dataset.capture), want: tileCapture(wall), ms: performance.now() - t,
+                      label: document.getElementById('preview-time').textContent, wall: window.screentape.currentWall() });
+         }
+         ev('pointerup', args.c);
+         await window.screentape.settled();
+         return { out, after: window.screentape.currentWall() };",
+        json!({ "a": T0 + 60_000 + 20_000, "b": T0 + 4 * 60_000 + 40_000, "c": T0 + 6 * 60_000 + 5_000 }),
+    );
+    for p in drag["out"].as_array().unwrap() {
+        assert_eq!(p["shown"], json!(true), "the storyboard tile shows during the drag: {drag}");
+        assert_eq!(p["capture"], p["want"], "the tile under the pointer: {drag}");
+        assert!(p["ms"].as_f64().unwrap() < 50.0, "from the cached board within 50 ms: {drag}");
+        assert_eq!(p["wall"], before, "no seek while dragging: {drag}");
+    }
+    let released = T0 + 6 * 60_000 + 5_000;
+    let want = captures.iter().rposition(|c| *c <= released).unwrap();
+    assert_eq!(drag["after"], json!(released), "release seeks to the pointer: {drag}");
+    let n = b.run(&format!("{READ_MARKER} return n;"), json!({}));
+    assert_eq!(n, json!(want), "the frame at the release point is on screen");
+
+    // Downloads: both forms, said which is which; the 4:2:0 one is H.264 High (avc1.64…), the
+    // exact one High 4:4:4 (avc1.F4…).
+    let dl = b.run(
+        "const get = (id) => document.getElementById(id);
+         const profile = async (href) => {
+           const buf = new Uint8Array(await (await fetch(href)).arrayBuffer());
+           for (let i = 4; i + 8 < buf.length; i++) {
+             if (buf[i] === 0x61 && buf[i + 1] === 0x76 && buf[i + 2] === 0x63 && buf[i + 3] === 0x43) return 'avc1.' + [buf[i + 5], buf[i + 6], buf[i + 7]].map(b => b.toString(16).padStart(2, '0')).join('');
+           }
+           return null;
+         };
+         return { exact: get('dl-exact').textContent, e420: get('dl-420').textContent, exactHref: get('dl-exact').getAttribute('href'), href420: get('dl-420').getAttribute('href'),
+                  p420: await profile(get('dl-420').href), pExact: await profile(get('dl-exact').href) };",
+        json!({}),
+    );
+    assert!(dl["exact"].as_str().unwrap().contains("Exact (4:4:4"), "{dl}");
+    assert!(dl["e420"].as_str().unwrap().contains("Plays everywhere (4:2:0)"), "{dl}");
+    assert!(dl["href420"].as_str().unwrap().contains("chroma=420"), "{dl}");
+    assert!(dl["p420"].as_str().unwrap_or("").starts_with("avc1.64"), "the plays-everywhere download is High 4:2:0: {dl}");
+    assert!(dl["pExact"].as_str().unwrap_or("").starts_with("avc1.f4"), "the exact download is High 4:4:4: {dl}");
+
+    // Before the first capture: "No recording", the first capture shown at its own time.
+    let v = b.run(
+        &format!("await window.screentape.seekWall(args.t); {READ_MARKER}
+                 const r = await fetch(`/api/v1/devices/${{window.screentape.state().device}}/frame.png?t=${{args.t}}`);
+                 const f = await fetch(`/api/v1/devices/${{window.screentape.state().device}}/frame.png?t=${{args.first}}`);
+                 return [document.getElementById('notice').textContent, window.screentape.currentWall(), n, r.status, f.status, f.headers.get('X-Frame-Time')];"),
+        json!({ "t": T0 + 5_000, "first": first }),
+    );
+    assert!(v[0].as_str().unwrap().contains("No recording"), "{v}");
+    assert_eq!(v[1], json!(first), "{v}");
+    assert_eq!(v[2], json!(0), "{v}");
+    assert_eq!(v[3], json!(404), "frame.png before the first capture: {v}");
+    assert_eq!(v[4], json!(200), "{v}");
+    assert_eq!(v[5].as_str().map(|s| s.parse::<i64>().ok()), Some(Some(first)), "the first capture is presented at its time: {v}");
     assert_eq!(b.csp_violations(), json!([]));
 }
