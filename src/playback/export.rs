@@ -5,6 +5,9 @@ use crate::media::mp4;
 
 /// Longest range one export may cover.
 pub const MAX_EXPORT_MS: i64 = 6 * 3_600_000;
+/// Longest 4:2:0 export: its segments may need transcoding first, about 7 s of CPU per hour of
+/// 1080p footage (docs/api.md), and the whole file is made inside one request's timeout.
+pub const MAX_EXPORT_420_MS: i64 = 2 * 3_600_000;
 
 /// A whole export file.
 pub struct Export {
@@ -26,6 +29,9 @@ impl Playback {
         }
         if to_ms - from_ms > MAX_EXPORT_MS {
             return Err(PlaybackError::Unprocessable("range_too_long", "an export covers at most 6 hours".into()));
+        }
+        if rendition == Rendition::Chroma420 && to_ms - from_ms > MAX_EXPORT_420_MS {
+            return Err(PlaybackError::Unprocessable("range_too_long", "a 4:2:0 export covers at most 2 hours".into()));
         }
         let segments = self.index.segments_between(&device.id, from_ms, to_ms)?;
         let start_ms = segments.first().ok_or(PlaybackError::NotFound)?.start_ms;

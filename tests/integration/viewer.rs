@@ -336,4 +336,58 @@ fn export_420_plays_everywhere_with_every_capture_at_its_time() {
     assert_eq!((profile.as_str(), pix_fmt.as_str()), ("High 4:4:4 Predictive", "yuv444p"));
     assert_eq!(times.iter().filter(|t| want.contains(t)).count(), want.len());
     assert_eq!(export("&chroma=422").status(), 400);
+    let r = s.get(&v.token, &format!("/api/v1/devices/{device}/export.mp4?from={T0}&to={}&chroma=420", T0 + 121 * MIN)).send().unwrap();
+    assert_eq!(r.status(), 422, "a 4:2:0 export covers at most 2 h");
+}
+
+/// CPU seconds (user + system) this process has used so far, from /proc (USER_HZ is 100 on Linux).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    (fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap()) / 100.0
+}
+
+/// Figures for docs/api.md: a full hour of 1080p footage (a capture every 10 s, compacted as a
+/// final hour is): the storyboard's generation CPU time and sprite size, and the 4:2:0 export's.
+/// Run with `cargo test --release --test integration measure_ -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn measure_storyboard_and_420_export_of_a_full_hour() {
+    let s = Server::start();
+    let v = s.add_user("ann", false);
+    let (device, token) = s.add_device("laptop", Some("ann"));
+    let mut t = T0 + 5_000;
+    while t < T0 + 60 * MIN {
+        s.clock.set_ms(t);
+        let (png, _) = shot(1920, 1080, t, (t - T0) as u64 / 10_000);
+        assert_eq!(s.upload(&token, t, &png).status(), 201);
+        if (t - T0) % MIN == 5_000 {
+            s.app.run_due_now();
+        }
+        t += 10_000;
+    }
+    s.advance_and_encode(T0 + 80 * MIN);
+    s.advance_and_encode(T0 + 80 * MIN + 1_000);
+    let segs = s.app.index.segments_between(&device, T0, T0 + 60 * MIN).unwrap();
+    eprintln!("segments in the hour: {} (spans {:?})", segs.len(), segs.iter().map(|s| s.span_ms / 1000).collect::<Vec<_>>());
+
+    let board: serde_json::Value = s.get(&v.token, &format!("/api/v1/devices/{device}/storyboard?hour={T0}")).send().unwrap().json().unwrap();
+    let url = format!("/api/v1/devices/{device}/{}", board["url"].as_str().unwrap());
+    let (cpu, wall) = (cpu_seconds(), std::time::Instant::now());
+    let r = s.get(&v.token, &url).send().unwrap();
+    assert_eq!(r.status(), 200);
+    let jpeg = r.bytes().unwrap();
+    eprintln!("storyboard of a full 1080p hour: {:.2} s CPU, {:.2} s wall, sprite {} bytes ({}x{} tiles of 160x{})",
+        cpu_seconds() - cpu, wall.elapsed().as_secs_f64(), jpeg.len(), board["cols"], board["rows"], board["tile_h"]);
+    let (cpu, wall) = (cpu_seconds(), std::time::Instant::now());
+    assert_eq!(s.get(&v.token, &url).send().unwrap().status(), 200);
+    eprintln!("cached sprite: {:.3} s CPU, {:.3} s wall", cpu_seconds() - cpu, wall.elapsed().as_secs_f64());
+
+    for (q, what) in [("", "4:4:4 export"), ("&chroma=420", "4:2:0 export, nothing cached"), ("&chroma=420", "4:2:0 export, cached")] {
+        let (cpu, wall) = (cpu_seconds(), std::time::Instant::now());
+        let r = s.get(&v.token, &format!("/api/v1/devices/{device}/export.mp4?from={T0}&to={}{q}", T0 + 60 * MIN)).send().unwrap();
+        assert_eq!(r.status(), 200);
+        let len = r.bytes().unwrap().len();
+        eprintln!("{what} of the hour: {:.2} s CPU, {:.2} s wall, {len} bytes", cpu_seconds() - cpu, wall.elapsed().as_secs_f64());
+    }
 }
