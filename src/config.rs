@@ -121,6 +121,9 @@ pub struct Config {
     /// Where the index lives: empty for SQLite in the data dir (the default), or
     /// `postgres://USER:PASSWORD@HOST:PORT/DB` for a PostgreSQL database shared by several nodes.
     pub index: String,
+    /// In a cluster: how long a node's claim on a device's work (or on the retention sweep)
+    /// lasts without renewal; a dead node's work is taken over after this.
+    pub lease_ttl: Duration,
 }
 
 impl Default for Config {
@@ -164,6 +167,7 @@ impl Default for Config {
             },
             demo: false,
             index: String::new(),
+            lease_ttl: Duration::from_secs(30),
         }
     }
 }
@@ -259,6 +263,7 @@ keys! {
     compact_x264_params: value::Word => compact.x264_params;
     demo: value::Flag => demo;
     index: value::Word => index;
+    lease_ttl: value::Dur => lease_ttl;
 }
 
 /// Key/value pairs from one layer, as text.
@@ -370,6 +375,9 @@ impl Config {
         ];
         if !(self.index.is_empty() || self.index.starts_with("postgres://") || self.index.starts_with("postgresql://")) {
             return bad("index", "must be empty (SQLite in the data dir) or postgres://USER:PASSWORD@HOST:PORT/DB");
+        }
+        if self.lease_ttl < Duration::from_secs(1) {
+            return bad("lease_ttl", "must be at least 1s");
         }
         if self.retention < Duration::from_secs(120) {
             return bad("retention", "must be at least 2m");

@@ -33,6 +33,9 @@ pub enum ApiError {
     Overloaded,
     #[error("the server's disk is full")]
     DiskFull,
+    /// The index (PostgreSQL in a cluster) cannot be reached for now.
+    #[error("the service is temporarily unavailable; retry later")]
+    Unavailable(String),
     /// The cause is logged once here; the client only sees "internal error".
     #[error("internal error")]
     Internal(String),
@@ -52,6 +55,7 @@ impl ApiError {
             ApiError::TooManyRequests => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
             ApiError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             ApiError::DiskFull => (StatusCode::INSUFFICIENT_STORAGE, "disk_full"),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -75,7 +79,7 @@ impl From<IngestError> for ApiError {
             IngestError::Overloaded => ApiError::Overloaded,
             IngestError::DiskFull => ApiError::DiskFull,
             IngestError::Store(e) => ApiError::internal(e),
-            IngestError::Index(e) => ApiError::internal(e),
+            IngestError::Index(e) => e.into(),
         }
     }
 }
@@ -87,6 +91,7 @@ impl From<PlaybackError> for ApiError {
             PlaybackError::BadRequest(code, message) => ApiError::BadRequest(code, message),
             PlaybackError::Unprocessable(code, message) => ApiError::Unprocessable(code, message),
             PlaybackError::Busy => ApiError::Overloaded,
+            PlaybackError::Index(e @ crate::index::IndexError::Unavailable(_)) => e.into(),
             PlaybackError::Export(e @ Mp4Error::MixedCodecs { .. }) => ApiError::Unprocessable("export_mixed_codecs", e.to_string()),
             PlaybackError::Export(e @ Mp4Error::FormatChange(_)) => ApiError::Unprocessable("export_format_change", e.to_string()),
             e @ (PlaybackError::Export(Mp4Error::Malformed(_)) | PlaybackError::Index(_) | PlaybackError::Store(_) | PlaybackError::Media(_)) => {
@@ -98,7 +103,10 @@ impl From<PlaybackError> for ApiError {
 
 impl From<crate::index::IndexError> for ApiError {
     fn from(e: crate::index::IndexError) -> Self {
-        ApiError::internal(e)
+        match e {
+            crate::index::IndexError::Unavailable(cause) => ApiError::Unavailable(cause),
+            e => ApiError::internal(e),
+        }
     }
 }
 
@@ -114,6 +122,10 @@ impl IntoResponse for ApiError {
         match &self {
             ApiError::Overloaded => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            ApiError::Unavailable(cause) => {
+                tracing::warn!(%cause, "index unavailable");
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
             }
             ApiError::TooManyRequests => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
