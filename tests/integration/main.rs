@@ -18,5 +18,6 @@ mod access;
 mod crash;
 mod robustness;
 mod postgres;
+mod cluster;
 mod browser;
 mod player;
