@@ -312,7 +312,10 @@ impl Agents {
                         // Until acknowledged (or the test stops): the next node each try.
                         loop {
                             node += 1;
-                            let url = urls.lock().unwrap()[node % urls.lock().unwrap().len()].clone();
+                            let url = {
+                                let urls = urls.lock().unwrap();
+                                urls[node % urls.len()].clone()
+                            };
                             let r = client
                                 .post(format!("{url}/api/v1/frames"))
                                 .bearer_auth(&token)
