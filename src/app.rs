@@ -17,12 +17,14 @@ use crate::layout::Layout;
 use crate::metrics::Metrics;
 use crate::playback::Playback;
 use crate::retention::{Retention, RetentionError, Sweep};
-use crate::store::{LocalStore, SharedStore};
+use crate::store::SharedStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     #[error("cannot prepare data dir {path}: {source}")]
     DataDir { path: std::path::PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Store(#[from] crate::store::OpenError),
     #[error(transparent)]
     Index(#[from] crate::index::IndexError),
     #[error(transparent)]
@@ -48,17 +50,20 @@ pub struct App {
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
-/// Opens the store (the data dir) and the index the config names: SQLite in the data dir by
-/// default, or PostgreSQL (`index = postgres://…`). Opening the index brings its schema up to date.
+/// Opens the store and the index the config names: by default both in the data dir (a directory
+/// of blobs, SQLite); `store = s3://…` or `file:///…` and `index = postgres://…` put them in
+/// shared engines, and the data dir is then the node's scratch. Opening the index brings its
+/// schema up to date.
 pub fn open_storage(config: &Config) -> Result<(Layout, SharedStore, SharedIndex), AppError> {
     let layout = Layout::new(&config.data_dir);
-    let store = LocalStore::open(layout.root()).map_err(|source| AppError::DataDir { path: layout.root().to_path_buf(), source })?;
+    std::fs::create_dir_all(layout.root()).map_err(|source| AppError::DataDir { path: layout.root().to_path_buf(), source })?;
+    let store = crate::store::open(&config.store_location(), layout.root(), &config.s3)?;
     let index = if config.index.is_empty() {
         crate::index::open_sqlite(&layout.index())?
     } else {
         crate::index::open_postgres(&config.index)?
     };
-    Ok((layout, Arc::new(store), index))
+    Ok((layout, store, index))
 }
 
 impl App {

@@ -124,6 +124,37 @@ pub struct Config {
     /// In a cluster: how long a node's claim on a device's work (or on the retention sweep)
     /// lasts without renewal; a dead node's work is taken over after this.
     pub lease_ttl: Duration,
+    /// Where blobs live: empty for the data dir (the default), `s3://BUCKET/PREFIX` for an
+    /// S3-compatible bucket (endpoint and credentials from the `AWS_*` variables), or
+    /// `file:///ABS/PATH` for a directory shared by several nodes.
+    pub store: String,
+    /// The S3 endpoint and credentials; each unset one comes from its standard `AWS_*` variable.
+    pub s3: S3Config,
+}
+
+/// `s3_*` keys: set in a file, they win over the standard `AWS_*` variables (which stay the
+/// usual way to give them). Empty = not set.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct S3Config {
+    /// `AWS_ENDPOINT_URL`, e.g. `http://10.0.0.5:3900` (path-style requests; plain http accepted).
+    pub endpoint: String,
+    /// `AWS_REGION`.
+    pub region: String,
+    /// `AWS_ACCESS_KEY_ID`.
+    pub access_key_id: String,
+    /// `AWS_SECRET_ACCESS_KEY`.
+    pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Config")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &if self.secret_access_key.is_empty() { "" } else { "(set)" })
+            .finish()
+    }
 }
 
 impl Default for Config {
@@ -168,7 +199,61 @@ impl Default for Config {
             demo: false,
             index: String::new(),
             lease_ttl: Duration::from_secs(30),
+            store: String::new(),
+            s3: S3Config::default(),
         }
+    }
+}
+
+/// Where the blobs live, as the `store` key names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// The node's own data dir (the default, `store` empty).
+    DataDir,
+    /// `s3://BUCKET/PREFIX`: `prefix` is empty or ends with `/`.
+    S3 { bucket: String, prefix: String },
+    /// `file:///ABS/PATH`: a directory, possibly shared by several nodes (NFS).
+    Dir(PathBuf),
+}
+
+impl StoreLocation {
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        if spec.is_empty() {
+            return Ok(StoreLocation::DataDir);
+        }
+        if let Some(rest) = spec.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            // S3 bucket names: 3-63 of lower-case letters, digits, dots and hyphens.
+            let bucket_ok = (3..=63).contains(&bucket.len())
+                && bucket.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+            if !bucket_ok {
+                return Err(format!("bucket {bucket:?} in s3://BUCKET/PREFIX must be 3-63 lower-case letters, digits, dots or hyphens"));
+            }
+            let prefix = prefix.trim_matches('/');
+            let prefix_ok = prefix.is_empty()
+                || prefix.split('/').all(|part| {
+                    !part.is_empty() && part != "." && part != ".." && part.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                });
+            if !prefix_ok {
+                return Err(format!("prefix {prefix:?} in s3://BUCKET/PREFIX must be /-separated names of letters, digits, - _ ."));
+            }
+            let prefix = if prefix.is_empty() { String::new() } else { format!("{prefix}/") };
+            return Ok(StoreLocation::S3 { bucket: bucket.to_string(), prefix });
+        }
+        if let Some(path) = spec.strip_prefix("file://") {
+            if !path.starts_with('/') {
+                return Err("file://PATH needs an absolute path: file:///srv/screentape".into());
+            }
+            return Ok(StoreLocation::Dir(PathBuf::from(path)));
+        }
+        Err("must be empty (the data dir), s3://BUCKET/PREFIX or file:///ABSOLUTE/PATH".into())
+    }
+}
+
+impl Config {
+    /// Where blobs live (validated by `load`).
+    pub fn store_location(&self) -> StoreLocation {
+        StoreLocation::parse(&self.store).unwrap_or(StoreLocation::DataDir)
     }
 }
 
@@ -264,6 +349,11 @@ keys! {
     demo: value::Flag => demo;
     index: value::Word => index;
     lease_ttl: value::Dur => lease_ttl;
+    store: value::Word => store;
+    s3_endpoint: value::Word => s3.endpoint;
+    s3_region: value::Word => s3.region;
+    s3_access_key_id: value::Word => s3.access_key_id;
+    s3_secret_access_key: value::Word => s3.secret_access_key;
 }
 
 /// Key/value pairs from one layer, as text.
@@ -378,6 +468,12 @@ impl Config {
         }
         if self.lease_ttl < Duration::from_secs(1) {
             return bad("lease_ttl", "must be at least 1s");
+        }
+        if let Err(message) = StoreLocation::parse(&self.store) {
+            return bad("store", &message);
+        }
+        if !(self.s3.endpoint.is_empty() || self.s3.endpoint.starts_with("http://") || self.s3.endpoint.starts_with("https://")) {
+            return bad("s3_endpoint", "must be an http:// or https:// URL");
         }
         if self.retention < Duration::from_secs(120) {
             return bad("retention", "must be at least 2m");
@@ -695,6 +791,19 @@ mod tests {
         assert!(matches!(Config::load(None, &layer(&[("nope", "1")]), &Layer::new()), Err(ConfigError::UnknownKey { .. })));
         assert!(Config::load(None, &layer(&[("preset", "warp")]), &Layer::new()).is_err());
         assert!(Config::load(None, &layer(&[("retention", "10s")]), &Layer::new()).is_err());
+    }
+
+    #[test]
+    fn store_names_the_data_dir_a_bucket_or_a_directory() {
+        assert_eq!(Config::default().store_location(), StoreLocation::DataDir);
+        let s3 = |spec: &str| Config::load(None, &layer(&[("store", spec)]), &Layer::new()).map(|c| c.store_location());
+        assert_eq!(s3("s3://screentape").unwrap(), StoreLocation::S3 { bucket: "screentape".into(), prefix: String::new() });
+        assert_eq!(s3("s3://screentape/").unwrap(), StoreLocation::S3 { bucket: "screentape".into(), prefix: String::new() });
+        assert_eq!(s3("s3://st-1/prod/a/").unwrap(), StoreLocation::S3 { bucket: "st-1".into(), prefix: "prod/a/".into() });
+        assert_eq!(s3("file:///srv/blobs").unwrap(), StoreLocation::Dir(PathBuf::from("/srv/blobs")));
+        for bad in ["s3://", "s3://Upper", "s3://b", "s3://bucket/a//b", "s3://bucket/../x", "file://rel/path", "/srv/blobs", "gs://x"] {
+            assert!(err_naming(Config::load(None, &layer(&[("store", bad)]), &Layer::new()), "store").contains("store"), "{bad}");
+        }
     }
 
     #[test]

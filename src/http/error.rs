@@ -33,8 +33,9 @@ pub enum ApiError {
     Overloaded,
     #[error("the server's disk is full")]
     DiskFull,
-    /// The index (PostgreSQL in a cluster) cannot be reached for now.
-    #[error("the service is temporarily unavailable; retry later")]
+    /// A storage engine (the object store, or the index in PostgreSQL) cannot be reached for
+    /// now: retry later.
+    #[error("storage is unavailable for now; retry later")]
     Unavailable(String),
     /// The cause is logged once here; the client only sees "internal error".
     #[error("internal error")]
@@ -78,6 +79,7 @@ impl From<IngestError> for ApiError {
             IngestError::TooFarInFuture => ApiError::Unprocessable("capture_in_future", IngestError::TooFarInFuture.to_string()),
             IngestError::Overloaded => ApiError::Overloaded,
             IngestError::DiskFull => ApiError::DiskFull,
+            IngestError::Store(e) if e.is_unavailable() => ApiError::Unavailable(e.to_string()),
             IngestError::Store(e) => ApiError::internal(e),
             IngestError::Index(e) => e.into(),
         }
@@ -92,6 +94,7 @@ impl From<PlaybackError> for ApiError {
             PlaybackError::Unprocessable(code, message) => ApiError::Unprocessable(code, message),
             PlaybackError::Busy => ApiError::Overloaded,
             PlaybackError::Index(e @ crate::index::IndexError::Unavailable(_)) => e.into(),
+            PlaybackError::Store(e) if e.is_unavailable() => ApiError::Unavailable(e.to_string()),
             PlaybackError::Export(e @ Mp4Error::MixedCodecs { .. }) => ApiError::Unprocessable("export_mixed_codecs", e.to_string()),
             PlaybackError::Export(e @ Mp4Error::FormatChange(_)) => ApiError::Unprocessable("export_format_change", e.to_string()),
             e @ (PlaybackError::Export(Mp4Error::Malformed(_)) | PlaybackError::Index(_) | PlaybackError::Store(_) | PlaybackError::Media(_)) => {
@@ -116,16 +119,15 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal(cause) = &self {
             tracing::error!(%cause, "internal error");
         }
+        if let ApiError::Unavailable(cause) = &self {
+            tracing::warn!(%cause, "storage unavailable");
+        }
         let body = Json(serde_json::json!({ "error": code, "message": self.to_string() }));
         let mut response = (status, body).into_response();
         let headers = response.headers_mut();
         match &self {
-            ApiError::Overloaded => {
+            ApiError::Overloaded | ApiError::Unavailable(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-            }
-            ApiError::Unavailable(cause) => {
-                tracing::warn!(%cause, "index unavailable");
-                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
             }
             ApiError::TooManyRequests => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("10"));

@@ -7,11 +7,16 @@
 
 mod fsutil;
 mod local;
+mod s3;
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 pub use local::{LocalStore, TMP_PREFIX};
+pub use s3::S3Store;
+
+use crate::config::{S3Config, StoreLocation};
 
 /// Whether `put_new` created the key or found it already there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,9 +41,22 @@ pub enum StoreError {
     Full,
     #[error("store i/o on {key}: {source}")]
     Io { key: String, source: std::io::Error },
+    /// The store cannot be reached or answers with a server error, after bounded retries:
+    /// transient, so uploads answer 503 with Retry-After and viewers 503.
+    #[error("the store is unavailable ({key}): {message}")]
+    Unavailable { key: String, message: String },
+    /// The object store refused the request for good (credentials, permissions, a missing
+    /// bucket): a configuration error, answered 500 and logged.
+    #[error("the object store refused {key}: {message}")]
+    Refused { key: String, message: String },
 }
 
 impl StoreError {
+    /// True when retrying later may succeed (the store was unreachable or overloaded).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable { .. })
+    }
+
     fn io(key: &str, source: std::io::Error) -> Self {
         if fsutil::is_disk_full(&source) {
             StoreError::Full
@@ -50,7 +68,8 @@ impl StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
-/// Blob storage. Implementations: [`LocalStore`] (a directory; the default).
+/// Blob storage. Implementations: [`LocalStore`] (a directory; the default) and [`S3Store`]
+/// (an S3-compatible bucket, `store = s3://…`).
 pub trait Store: Send + Sync {
     /// Stores `bytes` under `key` unless the key exists; when this returns `Created::New` the
     /// bytes are durable (fsynced, or acknowledged by the object store).
@@ -68,3 +87,29 @@ pub trait Store: Send + Sync {
 }
 
 pub type SharedStore = Arc<dyn Store>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot prepare the store directory {path}: {source}")]
+    Dir { path: std::path::PathBuf, source: std::io::Error },
+    #[error("cannot open the S3 store s3://{bucket}/{prefix}: {message}")]
+    S3 { bucket: String, prefix: String, message: String },
+}
+
+/// Opens the store `location` names; `data_dir` is the node's own directory (the default store),
+/// `s3` the endpoint and credentials set in the config (the rest from `AWS_*`). Blocking.
+pub fn open(location: &StoreLocation, data_dir: &Path, s3: &S3Config) -> std::result::Result<SharedStore, OpenError> {
+    Ok(match location {
+        StoreLocation::DataDir => {
+            Arc::new(LocalStore::open(data_dir).map_err(|source| OpenError::Dir { path: data_dir.to_path_buf(), source })?)
+        }
+        StoreLocation::Dir(path) => {
+            Arc::new(LocalStore::open(path).map_err(|source| OpenError::Dir { path: path.clone(), source })?)
+        }
+        StoreLocation::S3 { bucket, prefix } => Arc::new(S3Store::open(bucket, prefix, s3).map_err(|message| OpenError::S3 {
+            bucket: bucket.clone(),
+            prefix: prefix.clone(),
+            message,
+        })?),
+    })
+}

@@ -1,6 +1,7 @@
 //! Scale-out: several nodes sharing one PostgreSQL index and one store share the work safely.
 //! Real PostgreSQL (a throwaway cluster per test), the real binary for the fault tests, and a
-//! shared store (see `shared_store_env`).
+//! shared store: Garage (a real distributed S3 store) for the kill test, a `file://` directory
+//! elsewhere.
 //!
 //! - the lease and pending-row contract, alike in SQLite and PostgreSQL, fence included;
 //! - a frame uploaded through one node is encoded by another; a login on one node is a login on
@@ -11,7 +12,7 @@
 //!   acknowledged lost, service resumes by itself.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,10 +22,12 @@ use rand::{Rng, SeedableRng};
 use screentape::clock::{Clock, SystemClock, MINUTE_MS};
 use screentape::index::lease::{device_lease, fenced};
 use screentape::index::{Index, IndexError, NewSegment, SharedIndex};
+use screentape::store::{LocalStore, SharedStore};
 use screentape::media::png::encode_rgb;
 use screentape::media::{ffmpeg, psnr_rgb};
 use sha2::{Digest, Sha256};
 
+use crate::garage::{Garage, BUCKET};
 use crate::postgres::Postgres;
 use crate::support::{shot, Server, T0};
 use crate::synth::screenshot;
@@ -128,10 +131,11 @@ fn any_node_encodes_and_answers_what_another_node_took_in() {
     let pg = Postgres::start();
     let shared = tempfile::tempdir().unwrap();
     let (store_dir, url) = (shared.path().join("store"), pg.url.clone());
+    // Each node its own data dir (scratch), one shared store directory, one database.
     let node = |store_dir: PathBuf, url: String| {
         Server::start_with(move |c| {
             c.index = url;
-            c.data_dir = store_dir;
+            c.store = format!("file://{}", store_dir.display());
             c.segment_grace = Duration::ZERO;
             c.compact.span = Duration::ZERO;
         })
@@ -192,14 +196,38 @@ fn any_node_encodes_and_answers_what_another_node_took_in() {
 
 // ---- the real binary, several nodes, faults ----
 
-/// How a node reaches the shared store: today every node serves the same directory (the local
-/// store in the data dir; the index in PostgreSQL). Returns the node's data dir and extra env.
-fn shared_store_env(shared: &Path, _node: usize) -> (PathBuf, Vec<(&'static str, String)>) {
-    (shared.to_path_buf(), Vec::new())
+/// The nodes' shared blob store.
+enum Blobs {
+    /// `store = file:///DIR`: a directory every node sees (NFS in production).
+    Dir(PathBuf),
+    /// `store = s3://screentape/cluster/` on a Garage cluster.
+    Garage(Garage),
+}
+
+impl Blobs {
+    fn env(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Blobs::Dir(dir) => vec![("SCREENTAPE_STORE", format!("file://{}", dir.display()))],
+            Blobs::Garage(g) => {
+                let mut env = g.env();
+                env.push(("SCREENTAPE_STORE", format!("s3://{BUCKET}/cluster")));
+                env
+            }
+        }
+    }
+
+    /// A client on the same blobs, to look at what the nodes stored.
+    fn open(&self) -> SharedStore {
+        match self {
+            Blobs::Dir(dir) => Arc::new(LocalStore::open(dir).unwrap()),
+            Blobs::Garage(g) => Arc::new(g.store("cluster/")),
+        }
+    }
 }
 
 struct Cluster {
     pg: Postgres,
+    blobs: Blobs,
     shared: tempfile::TempDir,
     nodes: Vec<Option<Child>>,
     urls: Arc<Mutex<Vec<String>>>,
@@ -208,10 +236,11 @@ struct Cluster {
 }
 
 impl Cluster {
-    fn start(n: usize, devices: usize) -> Self {
+    fn start(n: usize, devices: usize, garage: bool) -> Self {
         let pg = Postgres::start();
         let shared = tempfile::tempdir().unwrap();
-        let mut cluster = Cluster { pg, shared, nodes: Vec::new(), urls: Arc::default(), devices: Vec::new(), viewer: String::new() };
+        let blobs = if garage { Blobs::Garage(Garage::start()) } else { Blobs::Dir(shared.path().join("store")) };
+        let mut cluster = Cluster { pg, blobs, shared, nodes: Vec::new(), urls: Arc::default(), devices: Vec::new(), viewer: String::new() };
         // `device add` / `user add` on any node's command line act on the whole cluster.
         for d in 0..devices {
             let out = cluster.admin(&["device", "add", &format!("agent-{d}"), "--json"]);
@@ -226,11 +255,15 @@ impl Cluster {
         cluster
     }
 
+    /// Node `i`'s own data dir: scratch only.
+    fn data_dir(&self, i: usize) -> PathBuf {
+        self.shared.path().join(format!("node{i}"))
+    }
+
     fn admin(&self, args: &[&str]) -> serde_json::Value {
-        let (data_dir, env) = shared_store_env(self.shared.path(), 0);
         let mut cmd = Command::new(BIN);
-        cmd.arg("--data-dir").arg(&data_dir).args(args).env("SCREENTAPE_INDEX", &self.pg.url);
-        for (k, v) in env {
+        cmd.arg("--data-dir").arg(self.data_dir(0)).args(args).env("SCREENTAPE_INDEX", &self.pg.url);
+        for (k, v) in self.blobs.env() {
             cmd.env(k, v);
         }
         let out = cmd.output().unwrap();
@@ -239,14 +272,14 @@ impl Cluster {
     }
 
     fn spawn(&self, i: usize) -> (Child, String) {
-        let (data_dir, mut env) = shared_store_env(self.shared.path(), i);
+        let mut env = self.blobs.env();
         env.extend([
             ("SCREENTAPE_INDEX", self.pg.url.clone()),
             ("SCREENTAPE_SEGMENT_GRACE", "0s".to_string()),
             ("SCREENTAPE_ENCODE_WORKERS", "1".to_string()),
             ("SCREENTAPE_LEASE_TTL", "2s".to_string()),
         ]);
-        crate::support::spawn_binary(&data_dir, &env)
+        crate::support::spawn_binary(&self.data_dir(i), &env)
     }
 
     fn kill(&mut self, i: usize) {
@@ -363,7 +396,7 @@ impl Agents {
 /// it at >= 45 dB, no two segments of a device overlapping, and every node serving the same
 /// playlists. Returns the worst PSNR.
 fn converge_and_check(cluster: &Cluster, acked: &BTreeMap<(usize, i64), Vec<u8>>) -> f64 {
-    let index = cluster.index();
+    let (index, store) = (cluster.index(), cluster.blobs.open());
     let by = Instant::now() + Duration::from_secs(120);
     let missing = || -> usize {
         let mut missing = 0;
@@ -394,8 +427,7 @@ fn converge_and_check(cluster: &Cluster, acked: &BTreeMap<(usize, i64), Vec<u8>>
         let mut seen: BTreeMap<i64, usize> = BTreeMap::new();
         for seg in &segments {
             let captures = index.captures_of_segment(seg.id).unwrap();
-            let store_dir = shared_store_env(cluster.shared.path(), 0).0;
-            let read = |key: &str| std::fs::read(store_dir.join(key)).unwrap_or_else(|e| panic!("{key}: {e}"));
+            let read = |key: &str| store.get(key).unwrap().unwrap_or_else(|| panic!("{key} is missing from the store"));
             let init = read(&index.init(seg.init_id).unwrap().unwrap().file);
             let decoded: BTreeMap<i64, _> = ffmpeg::decode_segment(&init, &read(&seg.file)).unwrap().into_iter().collect();
             for ft in seg.frame_times(captures.iter().map(|c| c.capture_ms)) {
@@ -437,7 +469,7 @@ fn kill_9_of_random_nodes_loses_nothing_and_every_node_agrees() {
     let seed = seed();
     eprintln!("cluster kill test: seed {seed} (SCREENTAPE_CLUSTER_SEED={seed} repeats it)");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut cluster = Cluster::start(3, 2);
+    let mut cluster = Cluster::start(3, 2, true);
     // Captures from 20 minutes ago: every minute is due at once, encoded and re-encoded (late
     // frames) while uploads go on, and the oldest blocks get compacted meanwhile.
     let base = SystemClock.now_ms() / MINUTE_MS * MINUTE_MS - 20 * MINUTE_MS;
@@ -476,7 +508,7 @@ fn kill_9_of_random_nodes_loses_nothing_and_every_node_agrees() {
 
 #[test]
 fn postgresql_restarted_under_load_answers_503_then_resumes_by_itself() {
-    let cluster = Cluster::start(3, 1);
+    let cluster = Cluster::start(3, 1, false);
     let base = SystemClock.now_ms() / MINUTE_MS * MINUTE_MS - 10 * MINUTE_MS;
     let agents = Agents::start(&cluster, base, 2);
     let acked_count = || agents.acked.lock().unwrap().len();

@@ -15,7 +15,13 @@ struct Case {
 
 #[test]
 fn upload_errors_answer_as_documented_and_harm_nothing_else() {
-    let s = Server::start_with(|c| c.max_body_bytes = 1 << 20);
+    upload_errors_answer_as_documented(Server::start_with(|c| c.max_body_bytes = 1 << 20));
+}
+
+/// Every bad upload on `s` (whose `max_body_bytes` is 1 MiB) answers its documented status.
+/// Also run on the cluster configuration (tests/integration/s3.rs).
+pub fn upload_errors_answer_as_documented(s: Server) {
+    assert_eq!(s.app.config.max_body_bytes, 1 << 20);
     let (device, token) = s.add_device("laptop", None);
     let viewer = s.add_user("ann", true);
     s.clock.set_ms(T0 + 30_000);

@@ -21,3 +21,5 @@ mod postgres;
 mod cluster;
 mod browser;
 mod player;
+mod garage;
+mod s3;
