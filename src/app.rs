@@ -58,6 +58,12 @@ pub fn open_storage(config: &Config) -> Result<(Layout, SharedStore, SharedIndex
     let layout = Layout::new(&config.data_dir);
     std::fs::create_dir_all(layout.root()).map_err(|source| AppError::DataDir { path: layout.root().to_path_buf(), source })?;
     let store = crate::store::open(&config.store_location(), layout.root(), &config.s3)?;
+    if !config.store.is_empty() && config.index.is_empty() {
+        tracing::warn!(
+            store = %config.store,
+            "the store is shared but the index is SQLite in this node's data dir: run a single node, or set `index = postgres://…`"
+        );
+    }
     let index = if config.index.is_empty() {
         crate::index::open_sqlite(&layout.index())?
     } else {

@@ -59,6 +59,15 @@ enum Command {
     },
     /// Create or upgrade the index schema (SQLite or PostgreSQL, as `index` says) and exit
     Migrate,
+    /// Copy a single-box data dir (SQLite + blobs) into the store and index the config names
+    /// (a cluster: `store = s3://…`, `index = postgres://…`); safe to run again
+    ImportData {
+        /// The single-box data dir to copy from (its server stopped)
+        #[arg(long)]
+        from: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Compare the data dir with the index; with --repair remove orphans
     Check {
         #[arg(long)]
@@ -125,6 +134,7 @@ fn main() -> anyhow::Result<()> {
         Command::Bench { what } => cli::bench::command(config, what),
         Command::Check { repair, json } => cli::check(&config, repair, json),
         Command::Migrate => cli::migrate(&config),
+        Command::ImportData { from, json } => cli::copy::import_data(&config, &from, json),
     }
 }
 

@@ -117,6 +117,26 @@ pub struct NewSegment {
     pub captures: Vec<(i64, [u8; 32])>,
 }
 
+/// A user as stored, secrets as their hashes (for copying an index: `import-data`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    pub name: String,
+    pub is_admin: bool,
+    pub token_hash: Vec<u8>,
+    pub password_hash: String,
+    pub created_ms: i64,
+}
+
+/// A device as stored, its token as its hash (for copying an index: `import-data`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRecord {
+    pub id: String,
+    pub name: String,
+    pub owner: Option<String>,
+    pub token_hash: Vec<u8>,
+    pub created_ms: i64,
+}
+
 /// An encoded capture.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameRow {
@@ -208,6 +228,8 @@ pub trait Index: Send + Sync {
     fn pending_count(&self) -> Result<i64>;
     /// Forgets pending captures older than `before_ms` (past the retention window).
     fn forget_pending_before(&self, before_ms: i64) -> Result<usize>;
+    /// Every user and device with their hashes, by name / id (the copy tool, `import-data`).
+    fn accounts(&self) -> Result<(Vec<UserRecord>, Vec<DeviceRecord>)>;
 }
 
 pub type SharedIndex = std::sync::Arc<dyn Index>;

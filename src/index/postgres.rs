@@ -9,7 +9,7 @@ use postgres::error::SqlState;
 use postgres::{Client, NoTls, Row, Transaction};
 
 use super::lease::{current_fence, DueMinute, Lease};
-use super::{DeviceInfo, FrameRow, Index, IndexError, Init, NewSegment, Result, Segment, User};
+use super::{DeviceInfo, DeviceRecord, FrameRow, Index, IndexError, Init, NewSegment, Result, Segment, User, UserRecord};
 
 /// Migration N brings the schema from version N to N+1 (recorded in `schema_version`). Never
 /// edit a released one; append. Version 1 is SQLite's migrations 1 and 2 together, version 2
@@ -341,6 +341,36 @@ impl Index for PostgresIndex {
 
     fn device_id_by_name(&self, name: &str) -> Result<Option<String>> {
         self.opt("SELECT id FROM devices WHERE name = $1 ORDER BY created_ms LIMIT 1", &[&name], |r| Ok(r.try_get(0)?))
+    }
+
+    fn accounts(&self) -> Result<(Vec<UserRecord>, Vec<DeviceRecord>)> {
+        self.with(|c| {
+            let users = rows(c.query("SELECT name, is_admin, token_hash, password_hash, created_ms FROM users ORDER BY name", &[])?, |r| {
+                Ok(UserRecord {
+                    name: r.try_get(0)?,
+                    is_admin: r.try_get(1)?,
+                    token_hash: r.try_get(2)?,
+                    password_hash: r.try_get(3)?,
+                    created_ms: r.try_get(4)?,
+                })
+            })?;
+            let devices = rows(
+                c.query(
+                    "SELECT d.id, d.name, u.name, d.token_hash, d.created_ms FROM devices d LEFT JOIN users u ON u.id = d.owner_id ORDER BY d.id",
+                    &[],
+                )?,
+                |r| {
+                    Ok(DeviceRecord {
+                        id: r.try_get(0)?,
+                        name: r.try_get(1)?,
+                        owner: r.try_get(2)?,
+                        token_hash: r.try_get(3)?,
+                        created_ms: r.try_get(4)?,
+                    })
+                },
+            )?;
+            Ok((users, devices))
+        })
     }
 
     fn device_ids(&self) -> Result<Vec<String>> {

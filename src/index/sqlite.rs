@@ -8,7 +8,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use super::lease::{current_fence, DueMinute, Lease};
 use super::schema;
-use super::{DeviceInfo, FrameRow, Index, IndexError, Init, NewSegment, Result, Segment, User};
+use super::{DeviceInfo, DeviceRecord, FrameRow, Index, IndexError, Init, NewSegment, Result, Segment, User, UserRecord};
 
 /// A handle on the index file with a small pool of connections. Cheap to clone.
 #[derive(Clone)]
@@ -224,6 +224,26 @@ impl Index for SqliteIndex {
 
     fn device_id_by_name(&self, name: &str) -> Result<Option<String>> {
         self.with(|c| Ok(c.query_row("SELECT id FROM devices WHERE name = ? ORDER BY created_ms LIMIT 1", [name], |r| r.get(0)).optional()?))
+    }
+
+    fn accounts(&self) -> Result<(Vec<UserRecord>, Vec<DeviceRecord>)> {
+        self.with(|c| {
+            let mut st = c.prepare("SELECT name, is_admin, token_hash, password_hash, created_ms FROM users ORDER BY name")?;
+            let users = st
+                .query_map([], |r| {
+                    Ok(UserRecord { name: r.get(0)?, is_admin: r.get(1)?, token_hash: r.get(2)?, password_hash: r.get(3)?, created_ms: r.get(4)? })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut st = c.prepare(
+                "SELECT d.id, d.name, u.name, d.token_hash, d.created_ms FROM devices d LEFT JOIN users u ON u.id = d.owner_id ORDER BY d.id",
+            )?;
+            let devices = st
+                .query_map([], |r| {
+                    Ok(DeviceRecord { id: r.get(0)?, name: r.get(1)?, owner: r.get(2)?, token_hash: r.get(3)?, created_ms: r.get(4)? })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok((users, devices))
+        })
     }
 
     fn device_ids(&self) -> Result<Vec<String>> {

@@ -249,8 +249,9 @@ impl Store for S3Store {
     /// object (Garage: on a quorum of nodes, fsynced with `data_fsync`/`metadata_fsync`;
     /// docs/scale-out.md). Where the store ignores `If-None-Match` (Garage), a HEAD first keeps an
     /// existing key from being overwritten; two writers racing on one key between HEAD and PUT
-    /// cannot be told apart there, which screentape's keys make harmless (segment keys carry a
-    /// random nonce, init keys are content hashes, spool keys are one device's capture).
+    /// both succeed there and the later bytes win. Segment keys carry a random nonce and init
+    /// keys are content hashes, so only a spool key could race: two different images for one
+    /// device and capture time, on two nodes within milliseconds (docs/scale-out.md).
     fn put_new(&self, key: &str, bytes: &[u8]) -> Result<Created> {
         if !self.honours_conditional_put() && self.exists(key)? {
             return Ok(Created::AlreadyExists);

@@ -18,6 +18,7 @@ pub const BUCKET: &str = "screentape";
 struct Node {
     config: PathBuf,
     rpc_port: u16,
+    admin_port: u16,
     child: Option<Child>,
 }
 
@@ -103,7 +104,7 @@ impl Garage {
             )
             .unwrap();
             endpoints.push(format!("http://127.0.0.1:{s3_port}"));
-            nodes.push(Node { config, rpc_port, child: None });
+            nodes.push(Node { config, rpc_port, admin_port, child: None });
         }
         let key_id = format!("GK{:012x}{:012x}", rand::random::<u64>() >> 16, rand::random::<u64>() >> 16);
         let secret: String = (0..4).map(|_| format!("{:016x}", rand::random::<u64>())).collect();
@@ -203,6 +204,21 @@ impl Garage {
     /// An S3 client talking to node `i`'s endpoint.
     pub fn store_at(&self, endpoint: &str, prefix: &str) -> S3Store {
         S3Store::new(endpoint, REGION, &self.key_id, &self.secret, BUCKET, prefix).expect("S3 client")
+    }
+
+    /// S3 requests served so far by the cluster's nodes, by API endpoint (`PutObject`,
+    /// `GetObject`, `HeadObject`, `DeleteObject`, `ListObjectsV2`, …), from Garage's metrics.
+    pub fn s3_requests(&self) -> std::collections::BTreeMap<String, u64> {
+        let mut out = std::collections::BTreeMap::new();
+        for node in self.nodes.iter().filter(|n| n.child.is_some()) {
+            let text = reqwest::blocking::get(format!("http://127.0.0.1:{}/metrics", node.admin_port)).unwrap().text().unwrap();
+            for line in text.lines().filter(|l| l.starts_with("api_s3_request_counter{")) {
+                let Some((labels, value)) = line.rsplit_once(' ') else { continue };
+                let Some(endpoint) = labels.split("api_endpoint=\"").nth(1).and_then(|r| r.split('"').next()) else { continue };
+                *out.entry(endpoint.to_string()).or_insert(0) += value.parse::<f64>().unwrap_or(0.0) as u64;
+            }
+        }
+        out
     }
 
     /// Kills every node (SIGKILL): the store becomes unreachable.

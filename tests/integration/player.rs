@@ -155,7 +155,7 @@ fn the_player_plays_a_day_compacted_into_av1() {
     }
 }
 
-fn player_checks(s: &Server) {
+pub fn player_checks(s: &Server) {
     let ann = s.add_user("ann", false);
     let eve = s.add_user("eve", false);
     let (device, _) = s.add_device("ann-desktop", Some("ann"));

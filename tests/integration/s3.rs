@@ -167,6 +167,31 @@ fn the_single_box_scenarios_run_on_s3_and_postgresql() {
     crate::errors::upload_errors_answer_as_documented(cluster_server(&garage, &pg3, "errors", |c| c.max_body_bytes = 1 << 20));
 }
 
+#[test]
+fn a_shared_directory_store_holds_every_blob_and_the_node_dir_nothing() {
+    let pg = Postgres::start();
+    let shared = tempfile::tempdir().unwrap();
+    let s = Server::start_with(|c| {
+        c.store = format!("file://{}", shared.path().display());
+        c.index = pg.url.clone();
+    });
+    let data_dir = s.app.config.data_dir.clone();
+    crate::pipeline::exact_frames_on_an_absolute_timeline(s);
+    for folder in ["spool", "segments", "init"] {
+        assert!(!files_under(&shared.path().join(folder)).is_empty(), "{folder}/ in the shared directory");
+    }
+    assert_eq!(files_under(&data_dir), Vec::<std::path::PathBuf>::new(), "nothing in the node's data dir");
+}
+
+/// hls.js in headless Chromium plays footage whose segments the node streams from Garage:
+/// seeks, steps, fast play and gaps show the right frames (the single-box player checks).
+#[test]
+fn the_player_plays_segments_streamed_from_garage() {
+    let garage = Garage::start();
+    let pg = Postgres::start();
+    crate::player::player_checks(&cluster_server(&garage, &pg, "player", |_| {}));
+}
+
 /// Runs the real binary's admin command with `env`; its JSON answer.
 fn admin(data_dir: &std::path::Path, env: &[(&str, String)], args: &[&str]) -> serde_json::Value {
     let out = Command::new(BIN).arg("--data-dir").arg(data_dir).args(args).envs(env.iter().map(|(k, v)| (*k, v))).output().unwrap();
@@ -274,6 +299,8 @@ fn a_201_means_stored_in_garage_and_an_outage_answers_503_then_heals_by_itself()
     let r = client.get(format!("{url}/api/v1/devices/{device}/frame.png?t={}", base + 1)).bearer_auth(&viewer).send().unwrap();
     assert_eq!(r.status(), 503, "frame.png while the store is down");
     assert_eq!(client.get(format!("{url}/healthz")).send().unwrap().status(), 200, "the node itself stays up");
+    let r = client.get(format!("{url}/api/v1/devices/{device}/{media_uri}")).bearer_auth(&viewer).send().unwrap();
+    assert_eq!(r.status(), 200, "playlists come from the index and keep working");
 
     // The store comes back: the same node, untouched, takes uploads again (agents retry after
     // Retry-After), and every acknowledged frame ends up encoded.
@@ -303,4 +330,133 @@ fn a_201_means_stored_in_garage_and_an_outage_answers_503_then_heals_by_itself()
     let _ = child.kill();
     let _ = child.wait();
     assert!(files_under(&data_dir).is_empty(), "the node's scratch dir holds nothing: {:?}", files_under(&data_dir));
+}
+
+/// `after - before`, per S3 API endpoint, without the zeros.
+fn delta(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    after.iter().map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0))).filter(|(_, v)| *v > 0).collect()
+}
+
+/// S3 requests per upload, per encoded minute, per compacted block and per retention sweep, as
+/// Garage counts them, for one device capturing every 10 s (the capacity figures of
+/// docs/scale-out.md come from this output). The bounds guard against a regression that would
+/// multiply requests.
+#[test]
+fn s3_requests_per_upload_minute_block_and_sweep_are_bounded() {
+    const MIN: i64 = 60_000;
+    let garage = Garage::start();
+    let pg = Postgres::start();
+    let s = cluster_server(&garage, &pg, "requests", |c| {
+        c.max_future = Duration::from_secs(3600);
+        c.compact.after = Duration::from_secs(3600);
+    });
+    let (_device, token) = s.add_device("cam", None);
+    let t0 = crate::support::T0;
+    let minutes = 30;
+    let uploads = minutes * 6;
+    let pngs: Vec<(i64, Vec<u8>)> = (0..uploads).map(|i| (t0 + i * 10_000, shot(640, 360, t0 + i * 10_000, i as u64).0)).collect();
+
+    let c0 = garage.s3_requests();
+    for (t, png) in &pngs {
+        assert_eq!(s.upload(&token, *t, png).status(), 201);
+    }
+    let c1 = garage.s3_requests();
+    s.advance_and_encode(t0 + minutes * MIN + 15_000);
+    let c2 = garage.s3_requests();
+    s.advance_and_encode(t0 + minutes * MIN + 2 * 3_600_000);
+    let c3 = garage.s3_requests();
+    // Originals are released `keep_originals` (10 min) after their block is compacted.
+    s.clock.set_ms(t0 + minutes * MIN + 2 * 3_600_000 + 11 * MIN);
+    s.app.retention_sweep().unwrap();
+    let c4 = garage.s3_requests();
+    s.app.retention_sweep().unwrap();
+    let c5 = garage.s3_requests();
+
+    let (ingest, encode, compact, sweep, idle) = (delta(&c0, &c1), delta(&c1, &c2), delta(&c2, &c3), delta(&c3, &c4), delta(&c4, &c5));
+    let total = |m: &BTreeMap<String, u64>| m.values().sum::<u64>();
+    eprintln!("s3 requests: {uploads} uploads (1 device, every 10 s, 640x360): {ingest:?} = {:.2} per upload", total(&ingest) as f64 / uploads as f64);
+    eprintln!("s3 requests: encoding {minutes} minutes: {encode:?} = {:.2} per minute", total(&encode) as f64 / minutes as f64);
+    eprintln!("s3 requests: compacting {} blocks of 10 min: {compact:?} = {:.2} per block", minutes / 10, total(&compact) as f64 / (minutes / 10) as f64);
+    eprintln!("s3 requests: the retention sweep releasing the {uploads} originals: {sweep:?}");
+    eprintln!("s3 requests: an idle retention sweep (one node): {idle:?}");
+    let stored: u64 = ["spool/", "segments/", "init/"].iter().map(|p| garage.store("requests/").list(p).unwrap().iter().map(|m| m.bytes).sum::<u64>()).sum();
+    eprintln!("s3 bytes stored after compaction and release: {stored} for {minutes} minutes");
+    assert!(total(&ingest) <= 4 * uploads as u64, "at most 4 requests per upload: {ingest:?}");
+    assert!(total(&encode) <= 20 * minutes as u64, "at most 20 requests per encoded minute: {encode:?}");
+    assert!(total(&idle) <= 10, "an idle sweep lists, it does not walk every blob: {idle:?}");
+}
+
+/// `import-data`: a single-box data dir (SQLite + blobs) moves into S3 + PostgreSQL; run twice,
+/// the second run copies nothing; the cluster then serves the same footage to the same tokens,
+/// and the frames still waiting in the spool are encoded there.
+#[test]
+fn import_data_moves_a_single_box_into_the_cluster_and_is_idempotent() {
+    const MIN: i64 = 60_000;
+    let t0 = crate::support::T0;
+    let garage = Garage::start();
+    let pg = Postgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    let box_dir = dir.path().join("box");
+    let (device, device_token, viewer, originals, timeline_before) = {
+        let s = Server::start_with(|c| c.data_dir = box_dir.clone());
+        let viewer = s.add_user("ann", false);
+        let (device, token) = s.add_device("laptop", Some("ann"));
+        s.add_user("root", true);
+        let mut originals = BTreeMap::new();
+        s.clock.set_ms(t0 + 3 * MIN + 30_000);
+        for i in 0..8 {
+            let t = t0 + i * 28_000; // minutes 0..3; the last capture (minute 3) is not due yet
+            let (png, img) = shot(480, 270, t, i as u64);
+            assert_eq!(s.upload(&token, t, &png).status(), 201);
+            originals.insert(t, img);
+        }
+        s.advance_and_encode(t0 + 3 * MIN + 30_000);
+        let tl: serde_json::Value = s.get(&viewer.token, &format!("/api/v1/devices/{device}/timeline?from={t0}&to={}", t0 + 4 * MIN)).send().unwrap().json().unwrap();
+        (device, token, viewer, originals, tl)
+    };
+    assert_eq!(timeline_before["captures"].as_array().unwrap().len(), 7, "minutes 0-2 encoded, minute 3 still in the spool");
+
+    let mut env = garage.env();
+    env.extend([("SCREENTAPE_STORE", format!("s3://{BUCKET}/imported")), ("SCREENTAPE_INDEX", pg.url.clone())]);
+    let scratch = dir.path().join("scratch");
+    let import = || {
+        let out = Command::new(BIN)
+            .arg("--data-dir")
+            .arg(&scratch)
+            .args(["import-data", "--json", "--from"])
+            .arg(&box_dir)
+            .envs(env.iter().map(|(k, v)| (*k, v)))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let first = import();
+    assert_eq!((first["users"].as_u64(), first["devices"].as_u64(), first["blocks"].as_u64()), (Some(2), Some(1), Some(3)), "{first}");
+    assert_eq!(first["spool_files"], 8, "every original (kept ones and the unencoded minute): {first}");
+    let second = import();
+    assert_eq!(
+        (second["users"].as_u64(), second["devices"].as_u64(), second["blocks"].as_u64(), second["blobs"].as_u64()),
+        (Some(0), Some(0), Some(0), Some(0)),
+        "a second run copies nothing: {second}"
+    );
+    assert_eq!(second["blocks_present"], 3);
+
+    // The cluster serves the same footage to the same tokens, and encodes the spooled minute.
+    let s = cluster_server(&garage, &pg, "imported", |_| {});
+    s.clock.set_ms(t0 + 3 * MIN + 30_000);
+    let tl: serde_json::Value = s.get(&viewer.token, &format!("/api/v1/devices/{device}/timeline?from={t0}&to={}", t0 + 4 * MIN)).send().unwrap().json().unwrap();
+    assert_eq!(tl["captures"], timeline_before["captures"], "the same captures, through the same viewer token");
+    s.advance_and_encode(t0 + 4 * MIN + 15_000);
+    let tl: serde_json::Value = s.get(&viewer.token, &format!("/api/v1/devices/{device}/timeline?from={t0}&to={}", t0 + 4 * MIN)).send().unwrap().json().unwrap();
+    let captures: Vec<i64> = tl["captures"].as_array().unwrap().iter().map(|c| c.as_i64().unwrap()).collect();
+    assert_eq!(captures, originals.keys().copied().collect::<Vec<_>>(), "the spooled minute is encoded in the cluster");
+    for (t, original) in &originals {
+        let r = s.get(&viewer.token, &format!("/api/v1/devices/{device}/frame.png?t={t}")).send().unwrap();
+        assert_eq!(r.status(), 200);
+        let shown = screentape::media::png::decode_rgb(&r.bytes().unwrap(), 8192).unwrap();
+        assert!(screentape::media::psnr_rgb(&shown, original) >= 45.0, "frame at {t}");
+    }
+    let (png, _) = shot(480, 270, t0 + 4 * MIN + 20_000, 99);
+    assert_eq!(s.upload(&device_token, t0 + 4 * MIN + 20_000, &png).status(), 201, "the device token works in the cluster");
 }
