@@ -78,11 +78,18 @@ impl App {
     pub fn open(config: Config, clock: SharedClock) -> Result<Arc<Self>, AppError> {
         crate::media::ffmpeg::init_libav();
         let (layout, store, index) = open_storage(&config)?;
-        let report = crate::check::check(store.as_ref(), index.as_ref(), true)?;
-        if !report.orphan_files.is_empty() || !report.missing_files.is_empty() {
-            tracing::warn!(orphans = report.orphan_files.len(), missing = ?report.missing_files, "start-up check repaired the data dir");
+        // In a cluster (the index in PostgreSQL) other nodes work on the same store: a segment
+        // another node has written but not yet committed looks like an orphan, so a start-up
+        // removes only listed garbage there; orphans are left to `screentape check --repair`.
+        let in_cluster = !config.index.is_empty();
+        let report = crate::check::check(store.as_ref(), index.as_ref(), !in_cluster)?;
+        if in_cluster {
+            crate::garbage::collect(store.as_ref(), index.as_ref(), &report.garbage_files);
         }
-        let pending = Arc::new(Pending::default());
+        if !report.orphan_files.is_empty() || !report.missing_files.is_empty() {
+            tracing::warn!(orphans = report.orphan_files.len(), missing = ?report.missing_files, repaired = !in_cluster, "start-up check");
+        }
+        let pending = Arc::new(if in_cluster { Pending::cluster() } else { Pending::default() });
         let expired_before_ms = clock.now_ms() - config.retention.as_millis() as i64;
         let recovered = crate::ingest::recover(store.as_ref(), index.as_ref(), &pending, expired_before_ms)?;
         tracing::info!(recovered, "spool recovered");
@@ -93,7 +100,7 @@ impl App {
         let ingest = Ingest::new(&config, store.clone(), index.clone(), clock.clone(), pending.clone());
         let playback = Arc::new(Playback::new(&config, index.clone(), store.clone(), clock.clone(), pending.clone()));
         let stop = Arc::new(AtomicBool::new(false));
-        let retention = retention(&config, &clock, &store, &index, &pending, &metrics, &playback);
+        let retention = retention(&config, &clock, &store, &index, &pending, &metrics, &playback, scheduler.node());
         let stop2 = stop.clone();
         let retention_thread = std::thread::Builder::new()
             .name("retention".into())
@@ -142,7 +149,7 @@ impl App {
 
     /// Retention as `config` sets it, on this app's parts (tests try other budgets with it).
     pub fn retention_for(&self, config: &Config) -> Retention {
-        retention(config, &self.clock, &self.store, &self.index, &self.pending, &self.metrics, &self.playback)
+        retention(config, &self.clock, &self.store, &self.index, &self.pending, &self.metrics, &self.playback, self.scheduler.node())
     }
 
     /// Registers a background thread to be joined at shutdown (the demo feeder).
@@ -164,6 +171,7 @@ impl App {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn retention(
     config: &Config,
     clock: &SharedClock,
@@ -172,6 +180,7 @@ fn retention(
     pending: &Arc<Pending>,
     metrics: &Arc<Metrics>,
     playback: &Arc<Playback>,
+    node: Option<String>,
 ) -> Retention {
     let playback = playback.clone();
     Retention {
@@ -184,6 +193,7 @@ fn retention(
         pending: pending.clone(),
         metrics: metrics.clone(),
         sweep_caches: Box::new(move || playback.sweep_caches()),
+        lease: node.map(|n| (n, config.lease_ttl.as_millis() as i64)),
     }
 }
 

@@ -121,6 +121,9 @@ pub struct Config {
     /// Where the index lives: empty for SQLite in the data dir (the default), or
     /// `postgres://USER:PASSWORD@HOST:PORT/DB` for a PostgreSQL database shared by several nodes.
     pub index: String,
+    /// In a cluster: how long a node's claim on a device's work (or on the retention sweep)
+    /// lasts without renewal; a dead node's work is taken over after this.
+    pub lease_ttl: Duration,
     /// Where blobs live: empty for the data dir (the default), `s3://BUCKET/PREFIX` for an
     /// S3-compatible bucket (endpoint and credentials from the `AWS_*` variables), or
     /// `file:///ABS/PATH` for a directory shared by several nodes.
@@ -195,6 +198,7 @@ impl Default for Config {
             },
             demo: false,
             index: String::new(),
+            lease_ttl: Duration::from_secs(30),
             store: String::new(),
             s3: S3Config::default(),
         }
@@ -344,6 +348,7 @@ keys! {
     compact_x264_params: value::Word => compact.x264_params;
     demo: value::Flag => demo;
     index: value::Word => index;
+    lease_ttl: value::Dur => lease_ttl;
     store: value::Word => store;
     s3_endpoint: value::Word => s3.endpoint;
     s3_region: value::Word => s3.region;
@@ -460,6 +465,9 @@ impl Config {
         ];
         if !(self.index.is_empty() || self.index.starts_with("postgres://") || self.index.starts_with("postgresql://")) {
             return bad("index", "must be empty (SQLite in the data dir) or postgres://USER:PASSWORD@HOST:PORT/DB");
+        }
+        if self.lease_ttl < Duration::from_secs(1) {
+            return bad("lease_ttl", "must be at least 1s");
         }
         if let Err(message) = StoreLocation::parse(&self.store) {
             return bad("store", &message);

@@ -1,4 +1,6 @@
 //! Deletes footage older than `retention` (rows first, then blobs), driven by the injected clock.
+//! In a cluster one node sweeps at a time (the `retention` lease); every step is idempotent, so
+//! a sweep cut short by a crash, or overlapping one whose holder stalled, does no harm.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -32,6 +34,8 @@ pub struct Retention {
     pub metrics: Arc<Metrics>,
     /// Also sweeps derived caches (the 4:2:0 variant) of anything whose segment is gone.
     pub sweep_caches: Box<dyn Fn() + Send + Sync>,
+    /// In a cluster: this node's name in lease rows and the lease length (ms).
+    pub lease: Option<(String, i64)>,
 }
 
 /// What one sweep removed.
@@ -46,6 +50,19 @@ impl Retention {
     /// remove spool files that are past the window or whose originals need no longer be kept.
     /// Blocking.
     pub fn sweep(&self) -> Result<Sweep, RetentionError> {
+        let Some((holder, ttl_ms)) = &self.lease else { return self.sweep_now() };
+        // Another node is sweeping: nothing to do here this time.
+        let Some(lease) = self.index.try_lease(crate::index::lease::RETENTION_LEASE, holder, *ttl_ms)? else {
+            return Ok(Sweep::default());
+        };
+        let out = self.sweep_now();
+        if let Err(e) = self.index.release_lease(&lease) {
+            tracing::warn!(error = %e, "cannot release the retention lease; it expires by itself");
+        }
+        out
+    }
+
+    fn sweep_now(&self) -> Result<Sweep, RetentionError> {
         let cutoff_ms = self.clock.now_ms() - self.retention_ms;
         let mut files = self.index.expire_before(cutoff_ms)?;
         if self.max_bytes > 0 {
@@ -61,6 +78,7 @@ impl Retention {
         // Spool files older than the window go too, and leave the pending set. An encode reading
         // one at this moment finds it gone and skips it.
         let mut spool_files_removed = remove_expired(self.store.as_ref(), &self.pending, cutoff_ms)?;
+        self.index.forget_pending_before(cutoff_ms)?;
         // Originals of encoded frames past the keep window (devices that went quiet).
         let release = Release::at(self.clock.now_ms(), self.keep_originals_ms);
         for device_id in self.index.device_ids()? {

@@ -1,7 +1,12 @@
 //! What runs when: due minutes first, compaction only in spare encoder time, one job per device
 //! at a time, on worker threads at low priority. A failing or panicking job never stops the others.
+//!
+//! In a cluster (the index in PostgreSQL) the due minutes come from the index's pending rows as
+//! well as from this node's own hints, and "one job per device at a time" holds across nodes:
+//! a job runs only under the device's lease (renewed while it runs, released at its end), and
+//! its commit is fenced by the lease's token (docs/scale-out-work.md).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -13,7 +18,8 @@ use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use super::{EncodeError, Encoder};
 use crate::clock::{SharedClock, MINUTE_MS};
 use crate::config::Config;
-use crate::index::SharedIndex;
+use crate::index::lease::{device_lease, fenced, node_name};
+use crate::index::{IndexError, Lease, SharedIndex};
 use crate::ingest::Pending;
 use crate::metrics::{EncoderHealth, JobKind, Metrics};
 
@@ -42,6 +48,17 @@ struct Job {
     device_id: String,
     minutes: Vec<i64>,
     compact: Option<i64>,
+    /// In a cluster: the device's lease this job runs under.
+    lease: Option<Lease>,
+    /// In a cluster: per minute taken from the index, the newest pending row seen.
+    seqs: BTreeMap<i64, i64>,
+}
+
+/// A node's part in a cluster: its name in lease rows, their length, and the leases it holds.
+struct ClusterWork {
+    holder: String,
+    ttl_ms: i64,
+    held: Mutex<HashMap<String, Lease>>,
 }
 
 /// How long a block whose compaction failed, or a device whose job panicked, waits before it is tried again.
@@ -63,6 +80,34 @@ struct Shared {
     busy: Mutex<BTreeSet<String>>,
     idle: Condvar,
     stop: AtomicBool,
+    cluster: Option<ClusterWork>,
+}
+
+impl Shared {
+    /// Claims a device's lease for a job (always "granted" outside a cluster).
+    fn claim(&self, device_id: &str) -> Option<Option<Lease>> {
+        let Some(c) = &self.cluster else { return Some(None) };
+        match self.index.try_lease(&device_lease(device_id), &c.holder, c.ttl_ms) {
+            Ok(Some(lease)) => {
+                lock(&c.held).insert(lease.name.clone(), lease.clone());
+                Some(Some(lease))
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(device_id, error = %e, "cannot claim the device's lease");
+                None
+            }
+        }
+    }
+
+    /// Lets a job's lease go (a failed release expires by itself).
+    fn release(&self, lease: Option<&Lease>) {
+        let (Some(c), Some(lease)) = (&self.cluster, lease) else { return };
+        lock(&c.held).remove(&lease.name);
+        if let Err(e) = self.index.release_lease(lease) {
+            tracing::warn!(lease = %lease.name, error = %e, "cannot release a lease; it expires by itself");
+        }
+    }
 }
 
 /// Locks a scheduler lock. The data behind each is consistent at every step and a panicking job
@@ -101,6 +146,7 @@ impl Scheduler {
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         let (tx, rx) = bounded::<Job>(config.encoder.queue);
+        let in_cluster = pending.is_cluster();
         let shared = Arc::new(Shared {
             runner,
             pending,
@@ -115,6 +161,11 @@ impl Scheduler {
             busy: Mutex::default(),
             idle: Condvar::new(),
             stop: AtomicBool::new(false),
+            cluster: in_cluster.then(|| ClusterWork {
+                holder: node_name(),
+                ttl_ms: config.lease_ttl.as_millis() as i64,
+                held: Mutex::default(),
+            }),
         });
         let scheduler = Arc::new(Self { shared: shared.clone(), tx: Mutex::new(Some(tx)), threads: Mutex::default() });
         let mut threads = Vec::new();
@@ -125,6 +176,12 @@ impl Scheduler {
                     .name(format!("encode-{n}"))
                     .spawn(move || worker_loop(&shared, &rx))
                     .expect("spawn encoder thread"),
+            );
+        }
+        if shared.cluster.is_some() {
+            let shared = shared.clone();
+            threads.push(
+                std::thread::Builder::new().name("leases".into()).spawn(move || renew_loop(&shared)).expect("spawn lease thread"),
             );
         }
         let me = Arc::downgrade(&scheduler);
@@ -146,6 +203,33 @@ impl Scheduler {
         );
         *lock(&scheduler.threads) = threads;
         scheduler
+    }
+
+    /// This node's name in lease rows (None outside a cluster).
+    pub fn node(&self) -> Option<String> {
+        self.shared.cluster.as_ref().map(|c| c.holder.clone())
+    }
+
+    /// In a cluster: the index's due minutes (of devices no node holds), per device, with the
+    /// newest pending row seen per minute; also refreshes the cluster-wide pending count.
+    fn cluster_due(&self, cutoff: i64) -> BTreeMap<String, BTreeMap<i64, i64>> {
+        let mut out: BTreeMap<String, BTreeMap<i64, i64>> = BTreeMap::new();
+        if self.shared.cluster.is_none() {
+            return out;
+        }
+        match self.shared.index.pending_count() {
+            Ok(n) => self.shared.pending.set_cluster_frames(usize::try_from(n).unwrap_or(0)),
+            Err(e) => tracing::warn!(error = %e, "cannot count pending frames"),
+        }
+        match self.shared.index.due_pending(cutoff, 10_000) {
+            Ok(due) => {
+                for d in due {
+                    out.entry(d.device_id).or_default().insert(d.minute_ms, d.max_seq);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot list due minutes"),
+        }
+        out
     }
 
     /// Asks the scheduler to look for due work now rather than at its next tick.
@@ -202,6 +286,8 @@ impl Scheduler {
     /// due compaction block of each idle device. Returns how many jobs it queued.
     fn pass(&self) -> usize {
         let Some(tx) = lock(&self.tx).clone() else { return 0 };
+        let cutoff = self.due_cutoff();
+        let mut from_index = self.cluster_due(cutoff);
         let mut queued = 0;
         let mut busy = lock(&self.shared.busy);
         // Devices held back after a panic count as busy until their time is up.
@@ -215,17 +301,36 @@ impl Scheduler {
             waiting
         });
         let pending = &self.shared.pending;
-        for (device_id, minutes) in pending.take_due(self.due_cutoff(), &held) {
-            match tx.try_send(Job { device_id: device_id.clone(), minutes, compact: None }) {
+        // Per device: this node's own due minutes (hints), and the index's (in a cluster).
+        let mut due: BTreeMap<String, (Vec<i64>, BTreeMap<i64, i64>)> = BTreeMap::new();
+        for (device_id, minutes) in pending.take_due(cutoff, &held) {
+            due.entry(device_id).or_default().0 = minutes;
+        }
+        from_index.retain(|device_id, _| !held.contains(device_id));
+        for (device_id, seqs) in from_index {
+            due.entry(device_id).or_default().1 = seqs;
+        }
+        for (device_id, (local, seqs)) in due {
+            let give_back = |minutes: &[i64]| {
+                for &m in minutes {
+                    pending.add_minute(&device_id, m);
+                }
+            };
+            // Another node holds the device: its own hints wait; the index's minutes are its.
+            let Some(lease) = self.shared.claim(&device_id) else {
+                give_back(&local);
+                continue;
+            };
+            let minutes: Vec<i64> = local.iter().chain(seqs.keys()).copied().collect::<BTreeSet<i64>>().into_iter().collect();
+            match tx.try_send(Job { device_id: device_id.clone(), minutes, compact: None, lease, seqs }) {
                 Ok(()) => {
                     held.insert(device_id.clone());
                     busy.insert(device_id);
                     queued += 1;
                 }
                 Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => {
-                    for m in job.minutes {
-                        pending.add_minute(&job.device_id, m);
-                    }
+                    give_back(&local);
+                    self.shared.release(job.lease.as_ref());
                 }
             }
         }
@@ -236,10 +341,15 @@ impl Scheduler {
                 if held.contains(&device_id) || tx.len() * 2 >= tx.capacity().unwrap_or(1) {
                     continue;
                 }
-                if tx.try_send(Job { device_id: device_id.clone(), minutes: Vec::new(), compact: Some(block) }).is_ok() {
-                    held.insert(device_id.clone());
-                    busy.insert(device_id);
-                    queued += 1;
+                let Some(lease) = self.shared.claim(&device_id) else { continue };
+                let job = Job { device_id: device_id.clone(), minutes: Vec::new(), compact: Some(block), lease, seqs: BTreeMap::new() };
+                match tx.try_send(job) {
+                    Ok(()) => {
+                        held.insert(device_id.clone());
+                        busy.insert(device_id);
+                        queued += 1;
+                    }
+                    Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => self.shared.release(job.lease.as_ref()),
                 }
             }
         }
@@ -258,7 +368,11 @@ impl Scheduler {
             }
             drop(busy);
             // A pass may find nothing because the scheduler thread had taken the work: look again.
-            if queued == 0 && !self.shared.pending.has_due(self.due_cutoff()) && self.compaction_candidates().is_empty() {
+            if queued == 0
+                && !self.shared.pending.has_due(self.due_cutoff())
+                && self.cluster_due(self.due_cutoff()).is_empty()
+                && self.compaction_candidates().is_empty()
+            {
                 return;
             }
         }
@@ -289,14 +403,18 @@ fn worker_loop(shared: &Shared, rx: &Receiver<Job>) {
     }
     while let Ok(job) = rx.recv() {
         if shared.stop.load(Ordering::SeqCst) {
-            // Shutting down: leave queued work for the next start (the spool holds it).
+            // Shutting down: leave queued work for the next start (the spool holds it) or, in a
+            // cluster, for another node (the index holds it).
+            shared.release(job.lease.as_ref());
             lock(&shared.busy).remove(&job.device_id);
             shared.idle.notify_all();
             continue;
         }
         let _busy = BusyGuard { shared, device_id: &job.device_id };
-        let failed = match catch_unwind(AssertUnwindSafe(|| run_job(shared, &job))) {
-            Ok(failed) => failed,
+        let outcome = catch_unwind(AssertUnwindSafe(|| fenced(job.lease.as_ref(), || run_job(shared, &job))));
+        finish_in_cluster(shared, &job, outcome.as_ref().ok());
+        let failed = match outcome {
+            Ok(failed_minutes) => failed_minutes.failed,
             Err(panic) => {
                 let what = panic
                     .downcast_ref::<&str>()
@@ -321,9 +439,60 @@ fn worker_loop(shared: &Shared, rx: &Receiver<Job>) {
     }
 }
 
-/// Runs one job; returns whether anything failed.
-fn run_job(shared: &Shared, job: &Job) -> bool {
+/// What failed in a job.
+struct Failures {
+    failed: bool,
+    minutes: BTreeSet<i64>,
+}
+
+/// In a cluster, after a job: the index's pending rows of the minutes it encoded are done (up to
+/// the newest it had seen; a capture that arrived meanwhile stays), and the lease goes.
+/// A panicked job (`None`) leaves its rows for a retry.
+fn finish_in_cluster(shared: &Shared, job: &Job, outcome: Option<&Failures>) {
+    if shared.cluster.is_none() {
+        return;
+    }
+    if let Some(failures) = outcome {
+        for (&minute_ms, &max_seq) in &job.seqs {
+            if failures.minutes.contains(&minute_ms) {
+                continue;
+            }
+            if let Err(e) = shared.index.done_pending(&job.device_id, minute_ms, max_seq) {
+                // The rows stay: the minute is encoded once more later (a replacement, not a copy).
+                tracing::warn!(device_id = %job.device_id, minute_ms, error = %e, "cannot mark the minute done");
+            }
+        }
+    }
+    shared.release(job.lease.as_ref());
+}
+
+/// Renews this node's leases every third of their length until the scheduler stops.
+fn renew_loop(shared: &Shared) {
+    let Some(c) = &shared.cluster else { return };
+    let every = Duration::from_millis((c.ttl_ms / 3).max(100) as u64);
+    let mut last = Instant::now();
+    while !shared.stop.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(100).min(every));
+        if last.elapsed() < every {
+            continue;
+        }
+        last = Instant::now();
+        let leases: Vec<Lease> = lock(&c.held).values().cloned().collect();
+        for lease in leases {
+            match shared.index.renew_lease(&lease, c.ttl_ms) {
+                Ok(true) => {}
+                // Its commit will be refused by the fence; the job's work is another node's now.
+                Ok(false) => tracing::warn!(lease = %lease.name, "a lease was taken over while its job ran"),
+                Err(e) => tracing::warn!(lease = %lease.name, error = %e, "cannot renew a lease"),
+            }
+        }
+    }
+}
+
+/// Runs one job; returns what failed.
+fn run_job(shared: &Shared, job: &Job) -> Failures {
     let mut failed = false;
+    let mut failed_minutes = BTreeSet::new();
     if let Some(block_ms) = job.compact {
         let started = Instant::now();
         let result = shared.runner.compact(&job.device_id, block_ms);
@@ -349,13 +518,20 @@ fn run_job(shared: &Shared, job: &Job) -> bool {
         let result = shared.runner.encode_minute(&job.device_id, minute_ms);
         shared.metrics.encode_seconds.observe(started.elapsed().as_secs_f64());
         if let Err(e) = result {
+            failed = true;
+            failed_minutes.insert(minute_ms);
+            if matches!(e, EncodeError::Index(IndexError::LeaseLost(_))) {
+                // Another node took the device over (this one stalled past its lease): the
+                // minute is that node's now, and this encode's blobs are garbage.
+                tracing::warn!(device_id = %job.device_id, minute_ms, "lease lost; the commit was refused");
+                continue;
+            }
             shared.metrics.encode_failed(JobKind::Minute, false);
             tracing::error!(device_id = %job.device_id, minute_ms, error = %e, "encode failed; will retry");
             shared.pending.add_minute(&job.device_id, minute_ms);
-            failed = true;
         }
     }
-    failed
+    Failures { failed, minutes: failed_minutes }
 }
 
 #[cfg(test)]

@@ -33,7 +33,8 @@ pub enum ApiError {
     Overloaded,
     #[error("the server's disk is full")]
     DiskFull,
-    /// A storage engine (the object store) cannot be reached for now: retry later.
+    /// A storage engine (the object store, or the index in PostgreSQL) cannot be reached for
+    /// now: retry later.
     #[error("storage is unavailable for now; retry later")]
     Unavailable(String),
     /// The cause is logged once here; the client only sees "internal error".
@@ -80,7 +81,7 @@ impl From<IngestError> for ApiError {
             IngestError::DiskFull => ApiError::DiskFull,
             IngestError::Store(e) if e.is_unavailable() => ApiError::Unavailable(e.to_string()),
             IngestError::Store(e) => ApiError::internal(e),
-            IngestError::Index(e) => ApiError::internal(e),
+            IngestError::Index(e) => e.into(),
         }
     }
 }
@@ -92,6 +93,7 @@ impl From<PlaybackError> for ApiError {
             PlaybackError::BadRequest(code, message) => ApiError::BadRequest(code, message),
             PlaybackError::Unprocessable(code, message) => ApiError::Unprocessable(code, message),
             PlaybackError::Busy => ApiError::Overloaded,
+            PlaybackError::Index(e @ crate::index::IndexError::Unavailable(_)) => e.into(),
             PlaybackError::Store(e) if e.is_unavailable() => ApiError::Unavailable(e.to_string()),
             PlaybackError::Export(e @ Mp4Error::MixedCodecs { .. }) => ApiError::Unprocessable("export_mixed_codecs", e.to_string()),
             PlaybackError::Export(e @ Mp4Error::FormatChange(_)) => ApiError::Unprocessable("export_format_change", e.to_string()),
@@ -104,7 +106,10 @@ impl From<PlaybackError> for ApiError {
 
 impl From<crate::index::IndexError> for ApiError {
     fn from(e: crate::index::IndexError) -> Self {
-        ApiError::internal(e)
+        match e {
+            crate::index::IndexError::Unavailable(cause) => ApiError::Unavailable(cause),
+            e => ApiError::internal(e),
+        }
     }
 }
 

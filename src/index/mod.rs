@@ -1,10 +1,12 @@
 //! The row seam: accounts, segments, encoded captures and the garbage list, as one trait.
 //! Knows nothing of HTTP, blobs or ffmpeg; sqlite.rs is today's implementation.
 
+pub mod lease;
 mod postgres;
 mod schema;
 mod sqlite;
 
+pub use lease::{DueMinute, Lease};
 pub use postgres::PostgresIndex;
 pub use sqlite::SqliteIndex;
 
@@ -20,6 +22,12 @@ pub enum IndexError {
     Exists(String),
     #[error("{0} not found")]
     NotFound(String),
+    /// The database cannot be reached (down, restarting, connection lost): retry later.
+    #[error("the index is unavailable: {0}")]
+    Unavailable(String),
+    /// A fenced commit found its lease taken over by another node: nothing was committed.
+    #[error("lease {0} was taken over by another node; the commit was refused")]
+    LeaseLost(String),
 }
 
 pub type Result<T> = std::result::Result<T, IndexError>;
@@ -204,6 +212,28 @@ pub trait Index: Send + Sync {
     fn activity_between(&self, device_id: &str, from_ms: i64, to_ms: i64) -> Result<Vec<(i64, i64)>>;
     /// The captures stored in one segment, oldest first.
     fn captures_of_segment(&self, segment_id: i64) -> Result<Vec<FrameRow>>;
+
+    // ---- sharing work between nodes (lease.rs); a single SQLite node gets the same answers ----
+
+    /// Claims lease `name` for `ttl_ms` if nobody holds it or its holder let it expire; the
+    /// database's clock decides. Returns the lease with a new, larger token, or None.
+    fn try_lease(&self, name: &str, holder: &str, ttl_ms: i64) -> Result<Option<Lease>>;
+    /// Extends a held lease; false when it was taken over (its token changed).
+    fn renew_lease(&self, lease: &Lease, ttl_ms: i64) -> Result<bool>;
+    /// Lets a lease go at once (its row and token stay, so tokens only grow).
+    fn release_lease(&self, lease: &Lease) -> Result<()>;
+    /// Records an acknowledged capture as waiting for its minute's encode (cluster mode: every
+    /// node finds it here). Idempotent.
+    fn add_pending(&self, device_id: &str, capture_ms: i64) -> Result<()>;
+    /// Minutes that started before `before_ms` with pending captures, of devices whose lease
+    /// nobody holds, oldest first, at most `limit`.
+    fn due_pending(&self, before_ms: i64, limit: i64) -> Result<Vec<DueMinute>>;
+    /// The minute's pending rows up to `max_seq` are encoded (or set aside): forget them.
+    fn done_pending(&self, device_id: &str, minute_ms: i64, max_seq: i64) -> Result<()>;
+    /// How many captures wait for an encode, cluster-wide.
+    fn pending_count(&self) -> Result<i64>;
+    /// Forgets pending captures older than `before_ms` (past the retention window).
+    fn forget_pending_before(&self, before_ms: i64) -> Result<usize>;
     /// Every user and device with their hashes, by name / id (the copy tool, `import-data`).
     fn accounts(&self) -> Result<(Vec<UserRecord>, Vec<DeviceRecord>)>;
 }

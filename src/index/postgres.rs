@@ -8,10 +8,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use postgres::error::SqlState;
 use postgres::{Client, NoTls, Row, Transaction};
 
+use super::lease::{current_fence, DueMinute, Lease};
 use super::{DeviceInfo, DeviceRecord, FrameRow, Index, IndexError, Init, NewSegment, Result, Segment, User, UserRecord};
 
 /// Migration N brings the schema from version N to N+1 (recorded in `schema_version`). Never
-/// edit a released one; append. Version 1 is SQLite's migrations 1 and 2 together.
+/// edit a released one; append. Version 1 is SQLite's migrations 1 and 2 together, version 2
+/// its migration 3 (leases and pending frames).
 const MIGRATIONS: &[&str] = &[r#"
 CREATE TABLE users (
     id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -73,6 +75,27 @@ CREATE TABLE garbage (
 );
 "#,
     r#"
+-- Sharing work between nodes (docs/scale-out-work.md). One row per lease name ("device/ID",
+-- "retention"); a released lease keeps its row and tokens come from one sequence, so a token
+-- is never handed out twice.
+CREATE TABLE leases (
+    name        TEXT PRIMARY KEY,
+    holder      TEXT NOT NULL,
+    token       BIGINT NOT NULL,
+    expires_ms  BIGINT NOT NULL
+);
+CREATE SEQUENCE lease_tokens;
+-- Acknowledged captures waiting for their minute's encode: the cluster's list of work.
+CREATE TABLE pending_frames (
+    seq         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    device_id   TEXT NOT NULL,
+    capture_ms  BIGINT NOT NULL,
+    minute_ms   BIGINT NOT NULL,
+    UNIQUE (device_id, capture_ms)
+);
+CREATE INDEX pending_by_minute ON pending_frames(minute_ms);
+"#,
+    r#"
 -- How much the screen changed per device-minute (bytes of the inter frames as first encoded).
 CREATE TABLE activity (
     device_id  TEXT NOT NULL,
@@ -82,12 +105,27 @@ CREATE TABLE activity (
 );
 "#];
 
+/// The database's clock in ms: every node judges lease expiry by this one clock.
+const NOW_MS: &str = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT";
+
 const SEGMENT_COLUMNS: &str =
     "id, device_id, minute_ms, start_ms, end_ms, carry_ms, init_id, file, bytes, codec, width, height, frame_count, span_ms";
 
 impl From<postgres::Error> for IndexError {
     fn from(e: postgres::Error) -> Self {
-        IndexError::Postgres(e.to_string())
+        // No SQL state: the connection failed or broke (the server is down or restarting).
+        // These states: the server is shutting down, starting up or crashed.
+        let unavailable = e.is_closed()
+            || match e.code() {
+                None => true,
+                Some(code) => [SqlState::ADMIN_SHUTDOWN, SqlState::CRASH_SHUTDOWN, SqlState::CANNOT_CONNECT_NOW, SqlState::CONNECTION_FAILURE]
+                    .contains(code),
+            };
+        if unavailable {
+            IndexError::Unavailable(e.to_string())
+        } else {
+            IndexError::Postgres(e.to_string())
+        }
     }
 }
 
@@ -149,8 +187,11 @@ impl PostgresIndex {
     }
 
     fn connect(&self) -> Result<Client> {
-        // Plain TCP: the database is on the nodes' private network (docs/scale-out.md).
-        Ok(Client::connect(&self.url, NoTls)?)
+        // Plain TCP: the database is on the nodes' private network (docs/scale-out.md). A bounded
+        // connect: while the database is unreachable, requests answer 503 instead of hanging.
+        let mut config: postgres::Config = self.url.parse()?;
+        config.connect_timeout(std::time::Duration::from_secs(5));
+        Ok(config.connect(NoTls)?)
     }
 
     /// Runs `f` on a pooled client; a client whose connection broke is not put back.
@@ -447,7 +488,19 @@ impl Index for PostgresIndex {
     }
 
     fn replace_block(&self, device_id: &str, (start_ms, span_ms): (i64, i64), new: &[NewSegment], now_ms: i64) -> Result<(Vec<i64>, Vec<String>)> {
-        self.tx(|tx| {
+        let fence = current_fence();
+        let out = self.tx(|tx| {
+            if let Some(fence) = &fence {
+                // Compare-and-set: the row lock makes a take-over wait for this commit (and then
+                // see it), or this commit see the take-over's new token and refuse.
+                let token: Option<i64> = tx
+                    .query_opt("SELECT token FROM leases WHERE name = $1 AND holder = $2 FOR UPDATE", &[&fence.name, &fence.holder])?
+                    .map(|r| r.try_get(0))
+                    .transpose()?;
+                if token != Some(fence.token) {
+                    return Err(IndexError::LeaseLost(fence.name.clone()));
+                }
+            }
             let old: Vec<(i64, String)> = rows(
                 tx.query(
                     "SELECT id, file FROM segments WHERE device_id = $1 AND minute_ms >= $2 AND minute_ms < $3",
@@ -489,7 +542,17 @@ impl Index for PostgresIndex {
                 ids.push(id);
             }
             Ok((ids, old.into_iter().map(|(_, f)| f).collect()))
-        })
+        });
+        if let Err(IndexError::LeaseLost(_)) = &out {
+            // The loser's segment blobs go with the next garbage collection (inits are shared by
+            // content and stay: a row may name the same one).
+            let files: Vec<&str> = new.iter().map(|s| s.file.as_str()).collect();
+            self.with(|c| {
+                c.execute("INSERT INTO garbage (file) SELECT unnest($1::TEXT[]) ON CONFLICT DO NOTHING", &[&files])?;
+                Ok(())
+            })?;
+        }
+        out
     }
 
     fn expire_before(&self, cutoff_ms: i64) -> Result<Vec<String>> {
@@ -572,5 +635,76 @@ impl Index for PostgresIndex {
                 frame_from_row,
             )
         })
+    }
+
+    fn try_lease(&self, name: &str, holder: &str, ttl_ms: i64) -> Result<Option<Lease>> {
+        self.opt(
+            &format!(
+                "INSERT INTO leases (name, holder, token, expires_ms) VALUES ($1, $2, nextval('lease_tokens'), {NOW_MS} + $3)
+                 ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, token = EXCLUDED.token, expires_ms = EXCLUDED.expires_ms
+                 WHERE leases.expires_ms < {NOW_MS}
+                 RETURNING token"
+            ),
+            &[&name, &holder, &ttl_ms],
+            |r| Ok(Lease { name: name.to_string(), holder: holder.to_string(), token: r.try_get(0)? }),
+        )
+    }
+
+    fn renew_lease(&self, lease: &Lease, ttl_ms: i64) -> Result<bool> {
+        self.with(|c| {
+            Ok(c.execute(
+                &format!("UPDATE leases SET expires_ms = {NOW_MS} + $1 WHERE name = $2 AND holder = $3 AND token = $4"),
+                &[&ttl_ms, &lease.name, &lease.holder, &lease.token],
+            )? == 1)
+        })
+    }
+
+    fn release_lease(&self, lease: &Lease) -> Result<()> {
+        self.with(|c| {
+            c.execute("UPDATE leases SET expires_ms = 0 WHERE name = $1 AND holder = $2 AND token = $3", &[&lease.name, &lease.holder, &lease.token])?;
+            Ok(())
+        })
+    }
+
+    fn add_pending(&self, device_id: &str, capture_ms: i64) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO pending_frames (device_id, capture_ms, minute_ms) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                &[&device_id, &capture_ms, &crate::clock::minute_start_ms(capture_ms)],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn due_pending(&self, before_ms: i64, limit: i64) -> Result<Vec<DueMinute>> {
+        self.with(|c| {
+            rows(
+                c.query(
+                    &format!(
+                        "SELECT p.device_id, p.minute_ms, MAX(p.seq) FROM pending_frames p
+                         WHERE p.minute_ms < $1 AND NOT EXISTS
+                             (SELECT 1 FROM leases l WHERE l.name = 'device/' || p.device_id AND l.expires_ms >= {NOW_MS})
+                         GROUP BY p.device_id, p.minute_ms ORDER BY p.minute_ms, p.device_id LIMIT $2"
+                    ),
+                    &[&before_ms, &limit],
+                )?,
+                |r| Ok(DueMinute { device_id: r.try_get(0)?, minute_ms: r.try_get(1)?, max_seq: r.try_get(2)? }),
+            )
+        })
+    }
+
+    fn done_pending(&self, device_id: &str, minute_ms: i64, max_seq: i64) -> Result<()> {
+        self.with(|c| {
+            c.execute("DELETE FROM pending_frames WHERE device_id = $1 AND minute_ms = $2 AND seq <= $3", &[&device_id, &minute_ms, &max_seq])?;
+            Ok(())
+        })
+    }
+
+    fn pending_count(&self) -> Result<i64> {
+        self.with(|c| Ok(c.query_one("SELECT COUNT(*) FROM pending_frames", &[])?.try_get(0)?))
+    }
+
+    fn forget_pending_before(&self, before_ms: i64) -> Result<usize> {
+        self.with(|c| Ok(c.execute("DELETE FROM pending_frames WHERE capture_ms < $1", &[&before_ms])? as usize))
     }
 }

@@ -69,6 +69,27 @@ ALTER TABLE segments ADD COLUMN span_ms INTEGER NOT NULL DEFAULT 60000;
 CREATE INDEX segments_by_span ON segments(span_ms, minute_ms);
 "#,
     r#"
+-- Sharing work between nodes (docs/scale-out-work.md). One row per lease name ("device/ID",
+-- "retention"); a released lease keeps its row, so fencing tokens only grow.
+CREATE TABLE leases (
+    name        TEXT PRIMARY KEY,
+    holder      TEXT NOT NULL,
+    token       INTEGER NOT NULL,
+    expires_ms  INTEGER NOT NULL
+);
+-- Acknowledged captures waiting for their minute's encode, written in cluster mode (a single
+-- node keeps this list in memory, rebuilt from the spool at start-up). `seq` orders them: an
+-- encode forgets the rows it had seen, never one that arrived while it ran.
+CREATE TABLE pending_frames (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    device_id   TEXT NOT NULL,
+    capture_ms  INTEGER NOT NULL,
+    minute_ms   INTEGER NOT NULL,
+    UNIQUE (device_id, capture_ms)
+);
+CREATE INDEX pending_by_minute ON pending_frames(minute_ms);
+"#,
+    r#"
 -- How much the screen changed per device-minute: the bytes of the H.264 inter frames of that
 -- minute as first encoded (one-minute settings). Kept through compaction; expires with its minute.
 CREATE TABLE activity (

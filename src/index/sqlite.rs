@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
+use super::lease::{current_fence, DueMinute, Lease};
 use super::schema;
 use super::{DeviceInfo, DeviceRecord, FrameRow, Index, IndexError, Init, NewSegment, Result, Segment, User, UserRecord};
 
@@ -36,6 +37,19 @@ fn segment_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Segment> {
         frame_count: r.get(12)?,
         span_ms: r.get(13)?,
     })
+}
+
+/// The database's clock in ms (lease expiry is judged by one clock, not each node's).
+const NOW_MS: &str = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)";
+
+/// In a fenced commit: the lease must still carry the job's token.
+fn fence_holds(tx: &Transaction<'_>, fence: &Lease) -> Result<()> {
+    let token: Option<i64> = tx.query_row("SELECT token FROM leases WHERE name = ? AND holder = ?", params![fence.name, fence.holder], |r| r.get(0)).optional()?;
+    if token == Some(fence.token) {
+        Ok(())
+    } else {
+        Err(IndexError::LeaseLost(fence.name.clone()))
+    }
 }
 
 fn frame_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FrameRow> {
@@ -391,7 +405,11 @@ impl Index for SqliteIndex {
         new: &[NewSegment],
         now_ms: i64,
     ) -> Result<(Vec<i64>, Vec<String>)> {
-        self.tx(|tx| {
+        let fence = current_fence();
+        let out = self.tx(|tx| {
+            if let Some(fence) = &fence {
+                fence_holds(tx, fence)?;
+            }
             let old: Vec<(i64, String)> = {
                 let mut st = tx.prepare("SELECT id, file FROM segments WHERE device_id = ? AND minute_ms >= ? AND minute_ms < ?")?;
                 let rows = st.query_map(params![device_id, start_ms, start_ms + span_ms], |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -428,7 +446,18 @@ impl Index for SqliteIndex {
                 ids.push(id);
             }
             Ok((ids, old.into_iter().map(|(_, f)| f).collect()))
-        })
+        });
+        if let Err(IndexError::LeaseLost(_)) = &out {
+            // The loser's segment blobs go with the next garbage collection (inits are shared by
+            // content and stay: a row may name the same one).
+            self.tx(|tx| {
+                for seg in new {
+                    tx.execute("INSERT OR IGNORE INTO garbage (file) VALUES (?)", [&seg.file])?;
+                }
+                Ok(())
+            })?;
+        }
+        out
     }
 
     /// Deletes every segment that ended at or before `cutoff_ms` (rows first; files go to the
@@ -530,6 +559,77 @@ impl Index for SqliteIndex {
             let rows = st.query_map([segment_id], frame_from_row)?;
             Ok(rows.collect::<rusqlite::Result<_>>()?)
         })
+    }
+
+    // ---- sharing work (one node: every lease is granted unless this node holds it) ----
+
+    fn try_lease(&self, name: &str, holder: &str, ttl_ms: i64) -> Result<Option<Lease>> {
+        self.tx(|tx| {
+            let token: i64 = tx.query_row("SELECT COALESCE(MAX(token), 0) + 1 FROM leases", [], |r| r.get(0))?;
+            let changed = tx.execute(
+                &format!(
+                    "INSERT INTO leases (name, holder, token, expires_ms) VALUES (?1, ?2, ?3, {NOW_MS} + ?4)
+                     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, token = excluded.token, expires_ms = excluded.expires_ms
+                     WHERE leases.expires_ms < {NOW_MS}"
+                ),
+                params![name, holder, token, ttl_ms],
+            )?;
+            Ok((changed == 1).then(|| Lease { name: name.to_string(), holder: holder.to_string(), token }))
+        })
+    }
+
+    fn renew_lease(&self, lease: &Lease, ttl_ms: i64) -> Result<bool> {
+        self.with(|c| {
+            Ok(c.execute(
+                &format!("UPDATE leases SET expires_ms = {NOW_MS} + ? WHERE name = ? AND holder = ? AND token = ?"),
+                params![ttl_ms, lease.name, lease.holder, lease.token],
+            )? == 1)
+        })
+    }
+
+    fn release_lease(&self, lease: &Lease) -> Result<()> {
+        self.with(|c| {
+            c.execute("UPDATE leases SET expires_ms = 0 WHERE name = ? AND holder = ? AND token = ?", params![lease.name, lease.holder, lease.token])?;
+            Ok(())
+        })
+    }
+
+    fn add_pending(&self, device_id: &str, capture_ms: i64) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR IGNORE INTO pending_frames (device_id, capture_ms, minute_ms) VALUES (?, ?, ?)",
+                params![device_id, capture_ms, crate::clock::minute_start_ms(capture_ms)],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn due_pending(&self, before_ms: i64, limit: i64) -> Result<Vec<DueMinute>> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT p.device_id, p.minute_ms, MAX(p.seq) FROM pending_frames p
+                 WHERE p.minute_ms < ?1 AND NOT EXISTS
+                     (SELECT 1 FROM leases l WHERE l.name = 'device/' || p.device_id AND l.expires_ms >= {NOW_MS})
+                 GROUP BY p.device_id, p.minute_ms ORDER BY p.minute_ms, p.device_id LIMIT ?2"
+            ))?;
+            let rows = st.query_map(params![before_ms, limit], |r| Ok(DueMinute { device_id: r.get(0)?, minute_ms: r.get(1)?, max_seq: r.get(2)? }))?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    fn done_pending(&self, device_id: &str, minute_ms: i64, max_seq: i64) -> Result<()> {
+        self.with(|c| {
+            c.execute("DELETE FROM pending_frames WHERE device_id = ? AND minute_ms = ? AND seq <= ?", params![device_id, minute_ms, max_seq])?;
+            Ok(())
+        })
+    }
+
+    fn pending_count(&self) -> Result<i64> {
+        self.with(|c| Ok(c.query_row("SELECT COUNT(*) FROM pending_frames", [], |r| r.get(0))?))
+    }
+
+    fn forget_pending_before(&self, before_ms: i64) -> Result<usize> {
+        self.with(|c| Ok(c.execute("DELETE FROM pending_frames WHERE capture_ms < ?", [before_ms])?))
     }
 }
 

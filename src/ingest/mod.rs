@@ -100,7 +100,10 @@ impl Ingest {
         }
         let key = spool_key(device_id, capture_ms);
         if self.store.exists(&key)? {
-            return self.compare_existing(&key, &sha256);
+            let accepted = self.compare_existing(&key, &sha256)?;
+            // A retry after the index refused the first attempt: record it now.
+            self.record_pending(device_id, capture_ms)?;
+            return Ok(accepted);
         }
         if self.pending.frame_count() >= self.spool_max_frames {
             return Err(IngestError::Overloaded);
@@ -109,11 +112,26 @@ impl Ingest {
         png::validate(bytes, self.max_dimension)?;
         match self.store.put_new(&key, bytes)? {
             Created::New => {
+                self.record_pending(device_id, capture_ms)?;
                 self.pending.add(device_id, capture_ms);
                 Ok(Accepted::Stored)
             }
-            Created::AlreadyExists => self.compare_existing(&key, &sha256),
+            Created::AlreadyExists => {
+                let accepted = self.compare_existing(&key, &sha256)?;
+                self.record_pending(device_id, capture_ms)?;
+                Ok(accepted)
+            }
         }
+    }
+
+    /// In a cluster, the capture's row in the index is what lets any node encode it: the upload
+    /// is acknowledged only once it is committed (while the index is down: 503, and the client's
+    /// retry records it). A single node keeps its pending set in memory (rebuilt from the spool).
+    fn record_pending(&self, device_id: &str, capture_ms: i64) -> Result<(), IngestError> {
+        if self.pending.is_cluster() {
+            self.index.add_pending(device_id, capture_ms)?;
+        }
+        Ok(())
     }
 
     fn compare_existing(&self, key: &str, sha256: &[u8; 32]) -> Result<Accepted, IngestError> {

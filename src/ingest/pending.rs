@@ -10,10 +10,15 @@ use crate::clock::minute_start_ms;
 /// A scheduling hint rebuilt from the spool at start-up; the spool files are the truth.
 /// The count of waiting frames is the size of a set of (device, capture) keys, never a counter
 /// that a missed decrement could leave too high.
+///
+/// In a cluster (`Pending::cluster`) the index's `pending_frames` rows are the list of work every
+/// node shares: uploads only wake this node's scheduler, the frame count is the cluster's (as
+/// last polled), and only this node's own re-encode hints are kept here.
 #[derive(Debug, Default)]
 pub struct Pending {
     inner: Mutex<Inner>,
     work: Condvar,
+    cluster: bool,
 }
 
 #[derive(Debug, Default)]
@@ -25,6 +30,8 @@ struct Inner {
     minutes: BTreeMap<String, BTreeSet<i64>>,
     /// Set by `notify`, cleared by `wait_for_work`.
     woken: bool,
+    /// Cluster mode: pending captures in the index, as last polled.
+    cluster_frames: usize,
 }
 
 impl Pending {
@@ -34,8 +41,28 @@ impl Pending {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The pending set of a node in a cluster: the index holds the frames, this only wakes.
+    pub fn cluster() -> Self {
+        Self { cluster: true, ..Self::default() }
+    }
+
+    pub fn is_cluster(&self) -> bool {
+        self.cluster
+    }
+
+    /// Cluster mode: how many captures wait in the index (the scheduler polls it).
+    pub fn set_cluster_frames(&self, count: usize) {
+        self.lock().cluster_frames = count;
+    }
+
     /// A newly acknowledged frame: it waits for its minute's encode.
     pub fn add(&self, device_id: &str, capture_ms: i64) {
+        if self.cluster {
+            // The index row is the record; count it until the next poll, and wake.
+            self.lock().cluster_frames += 1;
+            self.notify();
+            return;
+        }
         let mut inner = self.lock();
         if inner.frames.entry(device_id.to_string()).or_default().insert(capture_ms) {
             inner.frame_count += 1;
@@ -52,7 +79,12 @@ impl Pending {
 
     /// Frames acknowledged but not yet in a segment.
     pub fn frame_count(&self) -> usize {
-        self.lock().frame_count
+        let inner = self.lock();
+        if self.cluster {
+            inner.cluster_frames
+        } else {
+            inner.frame_count
+        }
     }
 
     /// These captures of a device reached a durable segment (or were set aside): no longer pending.
@@ -159,5 +191,18 @@ mod tests {
         assert_eq!(p.frame_count(), 1, "only a's 3 000 ms frame is left");
         p.done("a", [3_000]);
         assert_eq!(p.frame_count(), 0);
+    }
+
+    #[test]
+    fn a_cluster_node_counts_the_clusters_frames_and_keeps_only_hints() {
+        let p = Pending::cluster();
+        p.add("a", 60_005);
+        p.add("a", 60_006);
+        assert_eq!(p.frame_count(), 2, "counted until the next poll");
+        assert!(!p.has_due(i64::MAX), "the index holds the frames' minutes");
+        p.set_cluster_frames(40);
+        assert_eq!(p.frame_count(), 40);
+        p.add_minute("a", 120_000);
+        assert_eq!(p.take_due(180_000, &BTreeSet::new()), vec![("a".to_string(), vec![120_000])]);
     }
 }

@@ -21,7 +21,8 @@ pub fn spool_captures(store: &dyn Store, device_id: &str) -> Result<BTreeSet<i64
         .collect())
 }
 
-/// Rebuilds the pending set from the spool: every spool file not yet in the index.
+/// Rebuilds the pending set from the spool: every spool file not yet in the index (in a
+/// cluster: recorded as a pending row, so that any node encodes it; idempotent).
 /// Files captured before `expired_before_ms` are past retention: removed, never re-queued.
 /// Returns how many frames are pending.
 pub fn recover(store: &dyn Store, index: &dyn Index, pending: &Pending, expired_before_ms: i64) -> Result<usize, IngestError> {
@@ -35,6 +36,11 @@ pub fn recover(store: &dyn Store, index: &dyn Index, pending: &Pending, expired_
         // A file already in the index is a kept original or carry picture, or one whose release a
         // crash interrupted; the device's next encode releases it.
         if index.frame_sha256(device_id, capture_ms)?.is_none() {
+            if pending.is_cluster() {
+                // Uploaded (perhaps through a node that died before it recorded it): any node
+                // encodes it once it is in the index.
+                index.add_pending(device_id, capture_ms)?;
+            }
             pending.add(device_id, capture_ms);
             recovered += 1;
         }

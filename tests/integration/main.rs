@@ -18,6 +18,7 @@ mod access;
 mod crash;
 mod robustness;
 mod postgres;
+mod cluster;
 mod browser;
 mod player;
 mod garage;

@@ -14,6 +14,7 @@ use crate::support::{Server, T0};
 pub struct Postgres {
     dir: tempfile::TempDir,
     bin: PathBuf,
+    options: String,
     pub url: String,
 }
 
@@ -50,13 +51,31 @@ impl Postgres {
             as_postgres("pg_ctl").arg("-D").arg(&data).arg("-l").arg(dir.path().join("log")).args(["-w", "-o", &options, "start"]),
         );
         // Stopped by Drop from here on, also if createdb fails.
-        let mut cluster = Self { url: String::new(), dir, bin };
+        let mut cluster = Self { url: String::new(), dir, bin, options };
         run(
             "createdb",
             Command::new(cluster.bin.join("createdb")).args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "screentape", "screentape"]).env("PGPASSWORD", &password),
         );
         cluster.url = format!("postgres://screentape:{password}@127.0.0.1:{port}/screentape");
         cluster
+    }
+}
+
+impl Postgres {
+    fn pg_ctl(&self) -> Command {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(self.bin.join("pg_ctl")).arg("-D").arg(self.dir.path().join("data"));
+        c
+    }
+
+    /// A crash of the database: `pg_ctl -m immediate stop` (no shutdown checkpoint).
+    pub fn stop_immediately(&self) {
+        run("pg_ctl stop", self.pg_ctl().args(["-m", "immediate", "stop"]));
+    }
+
+    /// Starts the same cluster again on the same port (crash recovery replays its WAL).
+    pub fn start_again(&self) {
+        run("pg_ctl start", self.pg_ctl().arg("-l").arg(self.dir.path().join("log")).args(["-w", "-o", &self.options, "start"]));
     }
 }
 
