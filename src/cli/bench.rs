@@ -421,7 +421,7 @@ pub fn run_load(
 }
 
 /// One HTTP/1.1 upload on a kept-alive connection; true on a 2xx.
-async fn post(stream: &mut tokio::net::TcpStream, addr: std::net::SocketAddr, token: &str, capture_ms: i64, png: &[u8]) -> bool {
+pub(crate) async fn post(stream: &mut tokio::net::TcpStream, addr: std::net::SocketAddr, token: &str, capture_ms: i64, png: &[u8]) -> bool {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
     let head = format!(
         "POST /api/v1/frames HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: image/png\r\nX-Capture-Time: {capture_ms}\r\nContent-Length: {}\r\n\r\n",
@@ -506,6 +506,20 @@ pub enum BenchWhat {
         rate: f64,
         #[arg(long, default_value = "1920x1080")]
         size: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Uploads/s, latency, CPU per frame, PostgreSQL rows and S3 requests with 1 and 3 real
+    /// nodes on a throwaway PostgreSQL and Garage (docs/scale-out.md, capacity)
+    Cluster {
+        /// Node counts to run in turn, each on fresh engines
+        #[arg(long, value_delimiter = ',', default_value = "1,3")]
+        nodes: Vec<usize>,
+        #[arg(long, default_value_t = 4)]
+        devices: usize,
+        /// Captures per device, 10 s apart
+        #[arg(long, default_value_t = 36)]
+        rounds: usize,
         #[arg(long)]
         json: bool,
     },
@@ -620,6 +634,7 @@ pub fn command(config: Config, what: BenchWhat) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        BenchWhat::Cluster { nodes, devices, rounds, json } => super::bench_cluster::command(&config, &nodes, devices, rounds, json),
         BenchWhat::Load { devices, rounds, rate, size, json } => {
             let (w, h) = parse_size(&size)?;
             let corpus = synthetic(w, h, 12);

@@ -2,6 +2,7 @@
 //! commands, the demo feeder, the benchmarks and their synthetic corpus.
 
 pub mod bench;
+pub mod bench_cluster;
 pub mod copy;
 pub mod corpus;
 pub mod demo;
