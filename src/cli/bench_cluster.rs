@@ -103,6 +103,11 @@ impl Postgres {
         Ok(c.query_one("SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0)::bigint FROM pg_stat_user_tables", &[])?.get(0))
     }
 
+    /// Bytes on disk of screentape's tables with their indexes and TOAST.
+    fn table_bytes(&self) -> Result<i64> {
+        self.count("SELECT coalesce(sum(pg_total_relation_size(relid)), 0)::bigint FROM pg_stat_user_tables")
+    }
+
     fn count(&self, sql: &str) -> Result<i64> {
         Ok(self.client()?.query_one(sql, &[])?.get(0))
     }
@@ -247,6 +252,8 @@ pub struct ClusterReport {
     pub pg_rows_per_frame: f64,
     pub s3_requests: u64,
     pub s3_requests_per_frame: f64,
+    pub pg_bytes: i64,
+    pub pg_bytes_per_frame: f64,
     pub stored_bytes: i64,
     pub stored_bytes_per_frame: f64,
 }
@@ -267,6 +274,7 @@ pub fn run_cluster(base: &Config, nodes: usize, devices: usize, rounds: usize) -
         }
     }
     let rows_before = pg.rows_written()?;
+    let pg_bytes_before = pg.table_bytes()?;
     let s3_before = garage.s3_requests()?;
     let mut children = Vec::new();
     let mut addrs = Vec::new();
@@ -363,6 +371,7 @@ pub fn run_cluster(base: &Config, nodes: usize, devices: usize, rounds: usize) -
         pg.count("SELECT count(*) FROM pg_stat_activity WHERE datname = 'screentape' AND pid <> pg_backend_pid()").is_ok_and(|n| n == 0)
     })?;
     pg_rows += pg.rows_written()? - rows_before;
+    let pg_bytes = pg.table_bytes()? - pg_bytes_before;
     let stored_bytes = pg.count("SELECT (coalesce((SELECT sum(bytes) FROM segments), 0) + coalesce((SELECT sum(bytes) FROM inits), 0))::bigint")?;
     let mut ms: Vec<f64> = latencies.iter().map(|(m, _)| *m).collect();
     ms.sort_by(f64::total_cmp);
@@ -385,6 +394,8 @@ pub fn run_cluster(base: &Config, nodes: usize, devices: usize, rounds: usize) -
         pg_rows_per_frame: pg_rows as f64 / frames,
         s3_requests,
         s3_requests_per_frame: s3_requests as f64 / frames,
+        pg_bytes,
+        pg_bytes_per_frame: pg_bytes as f64 / frames,
         stored_bytes,
         stored_bytes_per_frame: stored_bytes as f64 / frames,
     })
@@ -408,21 +419,23 @@ pub fn command(config: &Config, nodes: &[usize], devices: usize, rounds: usize, 
         "{devices} devices × {rounds} captures 10 s apart ({} simulated minutes), 1920x1080 synthetic PNGs, uploads back to back round-robin over the nodes",
         rounds / 6
     );
-    println!("| nodes | uploads (failed) | uploads/s | p50 ms | p99 ms | CPU s per node | CPU s/frame (all nodes) | PG rows/frame | PG rows/device-day | S3 req/frame | S3 req/device-day | stored B/frame |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| nodes | uploads (failed) | uploads/s | p50 ms | p99 ms | drain s | CPU s per node | CPU s/frame (all nodes) | PG rows/frame | PG rows/device-day | PG table B/frame | S3 req/frame | S3 req/device-day | stored B/frame |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &reports {
         println!(
-            "| {} | {} ({}) | {:.1} | {:.0} | {:.0} | {} | {:.4} | {:.2} | {:.0} | {:.2} | {:.0} | {:.0} |",
+            "| {} | {} ({}) | {:.1} | {:.0} | {:.0} | {:.1} | {} | {:.4} | {:.2} | {:.0} | {:.0} | {:.2} | {:.0} | {:.0} |",
             r.nodes,
             r.uploads,
             r.errors,
             r.uploads_per_s,
             r.p50_ms,
             r.p99_ms,
+            r.drain_s,
             r.node_cpu_s.iter().map(|c| format!("{c:.1}")).collect::<Vec<_>>().join(" / "),
             r.cpu_s_per_frame,
             r.pg_rows_per_frame,
             r.pg_rows_per_frame * FRAMES_PER_DEVICE_DAY,
+            r.pg_bytes_per_frame,
             r.s3_requests_per_frame,
             r.s3_requests_per_frame * FRAMES_PER_DEVICE_DAY,
             r.stored_bytes_per_frame
