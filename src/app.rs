@@ -207,7 +207,12 @@ pub async fn serve(
     // Logins are throttled per client address (http/security.rs), so the router needs the peer.
     let service = crate::http::router(app.http.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let result = axum::serve(listener, service).with_graceful_shutdown(shutdown).await;
-    let app2 = app.clone();
-    let _ = tokio::task::spawn_blocking(move || app2.shutdown()).await;
+    // The last reference is dropped on a blocking thread too: the PostgreSQL client blocks on
+    // its own runtime when dropped, which panics inside this one.
+    let _ = tokio::task::spawn_blocking(move || {
+        app.shutdown();
+        drop(app);
+    })
+    .await;
     result
 }

@@ -211,3 +211,19 @@ fn the_single_box_scenarios_run_with_the_index_in_postgresql() {
     assert!(!dir.path().join("index.sqlite3").exists(), "and not to a SQLite file");
     let _ = T0;
 }
+
+/// `systemctl stop` on a cluster node: SIGTERM ends it with status 0. Before, dropping the
+/// PostgreSQL client inside the async runtime panicked ("Cannot start a runtime from within a
+/// runtime") and the node exited 101.
+#[test]
+fn sigterm_stops_a_node_on_postgresql_cleanly() {
+    let pg = Postgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, url) = crate::support::spawn_binary(dir.path(), &[("SCREENTAPE_INDEX", pg.url.clone())]);
+    let health = reqwest::blocking::get(format!("{url}/healthz")).unwrap();
+    assert_eq!(health.status(), 200);
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    // wait() returns when the process has exited; a hang here is the test harness's timeout.
+    let exit = child.wait().unwrap();
+    assert_eq!(exit.code(), Some(0), "a clean exit after SIGTERM with the index in PostgreSQL: {exit:?}");
+}
