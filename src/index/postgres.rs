@@ -661,7 +661,7 @@ impl Index for PostgresIndex {
 
     fn release_lease(&self, lease: &Lease) -> Result<()> {
         self.with(|c| {
-            c.execute("UPDATE leases SET expires_ms = 0 WHERE name = $1 AND holder = $2 AND token = $3", &[&lease.name, &lease.holder, &lease.token])?;
+            c.execute("UPDATE leases SET expires_ms = 0, holder = '' WHERE name = $1 AND holder = $2 AND token = $3", &[&lease.name, &lease.holder, &lease.token])?;
             Ok(())
         })
     }

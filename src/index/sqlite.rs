@@ -589,7 +589,7 @@ impl Index for SqliteIndex {
 
     fn release_lease(&self, lease: &Lease) -> Result<()> {
         self.with(|c| {
-            c.execute("UPDATE leases SET expires_ms = 0 WHERE name = ? AND holder = ? AND token = ?", params![lease.name, lease.holder, lease.token])?;
+            c.execute("UPDATE leases SET expires_ms = 0, holder = '' WHERE name = ? AND holder = ? AND token = ?", params![lease.name, lease.holder, lease.token])?;
             Ok(())
         })
     }

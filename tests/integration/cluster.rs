@@ -75,6 +75,9 @@ fn exercise_leases(index: &dyn Index) -> Vec<String> {
     note("segments", &index.all_segments().unwrap().iter().map(|s| s.file.clone()).collect::<Vec<_>>());
     // Released: free at once, and a later holder gets a larger token still.
     index.release_lease(&b).unwrap();
+    // The renewal thread may renew a lease its job has just released: that must not bring it
+    // back to life (it did, holding the device for a whole TTL with nobody working on it).
+    assert!(!index.renew_lease(&b, 60_000).unwrap(), "a released lease cannot be renewed");
     let c = index.try_lease(&name, "node-c", 60_000).unwrap().expect("a released lease is free");
     note("tokens only grow", &(c.token > b.token));
     index.release_lease(&a).unwrap(); // a stale release changes nothing
