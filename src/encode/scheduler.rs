@@ -366,8 +366,10 @@ impl Scheduler {
             while !busy.is_empty() {
                 busy = self.shared.idle.wait(busy).unwrap_or_else(PoisonError::into_inner);
             }
-            drop(busy);
             // A pass may find nothing because the scheduler thread had taken the work: look again.
+            // The busy lock is still held: a pass queues its jobs under it, so the scheduler
+            // thread cannot take work between "nothing in hand" and "nothing due" (it did: the
+            // index hides a leased device's minutes, and a job in flight looked like no work).
             if queued == 0
                 && !self.shared.pending.has_due(self.due_cutoff())
                 && self.cluster_due(self.due_cutoff()).is_empty()
@@ -375,6 +377,7 @@ impl Scheduler {
             {
                 return;
             }
+            drop(busy);
         }
     }
 
