@@ -1011,8 +1011,10 @@ fn bench_player_main_and_new_on_a_corpus_hour() {
     // The default compaction ages blocks 10 minutes: the last ten minutes stay one-minute segments.
     s.advance_and_encode(*captures.last().unwrap() + 12 * 60_000);
     s.app.run_due_now();
-    let blocks = s.app.index.all_segments().unwrap().iter().filter(|g| g.span_ms > 60_000).count();
-    eprintln!("bench: {} captures from {corpus}, {blocks} compacted blocks", captures.len());
+    let all = s.app.index.all_segments().unwrap();
+    let blocks = all.iter().filter(|g| g.span_ms > 60_000).count();
+    let bytes: i64 = all.iter().map(|g| g.bytes).sum();
+    eprintln!("bench: {} captures from {corpus}, {blocks} compacted blocks, {:.1} MB of segments", captures.len(), bytes as f64 / 1e6);
 
     let new_base = page_base(&s);
     let main_base = player_front(&s, baseline.into());
