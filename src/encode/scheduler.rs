@@ -485,7 +485,11 @@ fn renew_loop(shared: &Shared) {
             match shared.index.renew_lease(&lease, c.ttl_ms) {
                 Ok(true) => {}
                 // Its commit will be refused by the fence; the job's work is another node's now.
-                Ok(false) => tracing::warn!(lease = %lease.name, "a lease was taken over while its job ran"),
+                // (Unless its job released it meanwhile: then nothing was lost and nothing is said.)
+                Ok(false) if lock(&c.held).get(&lease.name).is_some_and(|held| held.token == lease.token) => {
+                    tracing::warn!(lease = %lease.name, "a lease was taken over while its job ran")
+                }
+                Ok(false) => {}
                 Err(e) => tracing::warn!(lease = %lease.name, error = %e, "cannot renew a lease"),
             }
         }
