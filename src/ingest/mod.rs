@@ -99,12 +99,9 @@ impl Ingest {
             return if stored == sha256 { Ok(Accepted::Duplicate) } else { Err(IngestError::Conflict) };
         }
         let key = spool_key(device_id, capture_ms);
-        if self.store.exists(&key)? {
-            let accepted = self.compare_existing(&key, &sha256)?;
-            // A retry after the index refused the first attempt: record it now.
-            self.record_pending(device_id, capture_ms)?;
-            return Ok(accepted);
-        }
+        // No look at the store first: `put_new` says whether the key was there (one request
+        // per upload fewer on S3). A retry of a frame stored but not yet encoded is therefore
+        // decoded again, and waits like any upload while the spool is full.
         if self.pending.frame_count() >= self.spool_max_frames {
             return Err(IngestError::Overloaded);
         }
@@ -118,6 +115,7 @@ impl Ingest {
             }
             Created::AlreadyExists => {
                 let accepted = self.compare_existing(&key, &sha256)?;
+                // A retry after the index refused the first attempt: record it now.
                 self.record_pending(device_id, capture_ms)?;
                 Ok(accepted)
             }

@@ -39,6 +39,10 @@ impl LocalStore {
 impl Store for LocalStore {
     fn put_new(&self, key: &str, bytes: &[u8]) -> Result<Created> {
         let path = self.path(key).map_err(|e| StoreError::io(key, e))?;
+        // A stat spares a retried upload the temp write and fsync; the link below still decides.
+        if path.try_exists().map_err(|e| StoreError::io(key, e))? {
+            return Ok(Created::AlreadyExists);
+        }
         match fsutil::write_new_durably(&self.tmp, &path, bytes).map_err(|e| StoreError::io(key, e))? {
             fsutil::Created::New => Ok(Created::New),
             fsutil::Created::AlreadyExists => Ok(Created::AlreadyExists),
