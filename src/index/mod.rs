@@ -165,9 +165,10 @@ pub trait Index: Send + Sync {
     fn device_id_by_name(&self, name: &str) -> Result<Option<String>>;
     fn device_ids(&self) -> Result<Vec<String>>;
     fn frame_sha256(&self, device_id: &str, capture_ms: i64) -> Result<Option<[u8; 32]>>;
-    /// When the segment holding this capture was written and whether it is a compacted one,
-    /// if the capture is encoded.
-    fn frame_encoded_at(&self, device_id: &str, capture_ms: i64) -> Result<Option<(i64, bool)>>;
+    /// Encoded captures in `[from_ms, to_ms)`, oldest first, each with when its segment was
+    /// written and whether that is a compacted one: `(capture_ms, written_ms, compacted)`.
+    /// One query for a whole spool listing (releasing originals, start-up recovery).
+    fn frames_encoded_at(&self, device_id: &str, from_ms: i64, to_ms: i64) -> Result<Vec<(i64, i64, bool)>>;
     /// Encoded captures in `[from_ms, to_ms)`, oldest first.
     fn frames_between(&self, device_id: &str, from_ms: i64, to_ms: i64) -> Result<Vec<FrameRow>>;
     /// The latest encoded capture before `before_ms`.

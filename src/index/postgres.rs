@@ -390,13 +390,17 @@ impl Index for PostgresIndex {
         self.opt("SELECT sha256 FROM frames WHERE device_id = $1 AND capture_ms = $2", &[&device_id, &capture_ms], |r| sha(r.try_get(0)?))
     }
 
-    fn frame_encoded_at(&self, device_id: &str, capture_ms: i64) -> Result<Option<(i64, bool)>> {
-        self.opt(
-            "SELECT s.created_ms, s.span_ms > 60000 FROM frames f JOIN segments s ON s.id = f.segment_id
-             WHERE f.device_id = $1 AND f.capture_ms = $2",
-            &[&device_id, &capture_ms],
-            |r| Ok((r.try_get(0)?, r.try_get(1)?)),
-        )
+    fn frames_encoded_at(&self, device_id: &str, from_ms: i64, to_ms: i64) -> Result<Vec<(i64, i64, bool)>> {
+        self.with(|c| {
+            rows(
+                c.query(
+                    "SELECT f.capture_ms, s.created_ms, s.span_ms > 60000 FROM frames f JOIN segments s ON s.id = f.segment_id
+                     WHERE f.device_id = $1 AND f.capture_ms >= $2 AND f.capture_ms < $3 ORDER BY f.capture_ms",
+                    &[&device_id, &from_ms, &to_ms],
+                )?,
+                |r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)),
+            )
+        })
     }
 
     fn frames_between(&self, device_id: &str, from_ms: i64, to_ms: i64) -> Result<Vec<FrameRow>> {

@@ -265,15 +265,14 @@ impl Index for SqliteIndex {
 
     /// When the segment holding this capture was written and whether it is a compacted one,
     /// if the capture is encoded.
-    fn frame_encoded_at(&self, device_id: &str, capture_ms: i64) -> Result<Option<(i64, bool)>> {
+    fn frames_encoded_at(&self, device_id: &str, from_ms: i64, to_ms: i64) -> Result<Vec<(i64, i64, bool)>> {
         self.with(|c| {
-            Ok(c.query_row(
-                "SELECT s.created_ms, s.span_ms > 60000 FROM frames f JOIN segments s ON s.id = f.segment_id
-                 WHERE f.device_id = ? AND f.capture_ms = ?",
-                params![device_id, capture_ms],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?)
+            let mut st = c.prepare_cached(
+                "SELECT f.capture_ms, s.created_ms, s.span_ms > 60000 FROM frames f JOIN segments s ON s.id = f.segment_id
+                 WHERE f.device_id = ? AND f.capture_ms >= ? AND f.capture_ms < ? ORDER BY f.capture_ms",
+            )?;
+            let rows = st.query_map(params![device_id, from_ms, to_ms], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
         })
     }
 

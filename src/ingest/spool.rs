@@ -1,7 +1,7 @@
 //! The spool's life cycle: what is in it, recovering the pending set at start-up, releasing
 //! originals once they are safe in a segment, and removing what fell out of the window.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::config::Config;
 use crate::index::Index;
@@ -26,26 +26,42 @@ pub fn spool_captures(store: &dyn Store, device_id: &str) -> Result<BTreeSet<i64
 /// Files captured before `expired_before_ms` are past retention: removed, never re-queued.
 /// Returns how many frames are pending.
 pub fn recover(store: &dyn Store, index: &dyn Index, pending: &Pending, expired_before_ms: i64) -> Result<usize, IngestError> {
-    let mut recovered = 0;
+    let mut spooled: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
     for meta in store.list(SPOOL_PREFIX)? {
         let Some((device_id, capture_ms)) = parse_spool_key(&meta.key) else { continue };
         if capture_ms < expired_before_ms {
             store.delete(&meta.key)?;
             continue;
         }
-        // A file already in the index is a kept original or carry picture, or one whose release a
-        // crash interrupted; the device's next encode releases it.
-        if index.frame_sha256(device_id, capture_ms)?.is_none() {
+        spooled.entry(device_id.to_string()).or_default().insert(capture_ms);
+    }
+    let mut recovered = 0;
+    for (device_id, captures) in spooled {
+        // A file already in the index is a kept original or carry picture, or one whose release
+        // a crash interrupted; the device's next encode releases it. One query per device.
+        let encoded = encoded_among(index, &device_id, &captures)?;
+        for capture_ms in captures.into_iter().filter(|c| !encoded.contains_key(c)) {
             if pending.is_cluster() {
                 // Uploaded (perhaps through a node that died before it recorded it): any node
                 // encodes it once it is in the index.
-                index.add_pending(device_id, capture_ms)?;
+                index.add_pending(&device_id, capture_ms)?;
             }
-            pending.add(device_id, capture_ms);
+            pending.add(&device_id, capture_ms);
             recovered += 1;
         }
     }
     Ok(recovered)
+}
+
+/// Which of a device's spooled `captures` are encoded: capture → (written at, compacted).
+fn encoded_among(index: &dyn Index, device_id: &str, captures: &BTreeSet<i64>) -> Result<BTreeMap<i64, (i64, bool)>, IngestError> {
+    let (Some(first), Some(last)) = (captures.first(), captures.last()) else { return Ok(BTreeMap::new()) };
+    Ok(index
+        .frames_encoded_at(device_id, *first, last.saturating_add(1))?
+        .into_iter()
+        .filter(|(capture_ms, _, _)| captures.contains(capture_ms))
+        .map(|(capture_ms, written, compacted)| (capture_ms, (written, compacted)))
+        .collect())
 }
 
 /// When kept originals may go: frames in a compacted segment written before `compacted_before_ms`,
@@ -81,14 +97,16 @@ impl Release {
 /// A file is only removed once the index holds its frame. Returns how many were removed.
 pub fn release_spool(store: &dyn Store, index: &dyn Index, device_id: &str, release: Release) -> Result<usize, IngestError> {
     let latest = index.last_frame_before(device_id, i64::MAX)?.map(|f| f.capture_ms);
+    let spooled = spool_captures(store, device_id)?;
+    let encoded = encoded_among(index, device_id, &spooled)?;
     let mut removed = 0;
-    for capture_ms in spool_captures(store, device_id)? {
+    for capture_ms in spooled {
         if Some(capture_ms) == latest {
             continue;
         }
-        let release_it = match index.frame_encoded_at(device_id, capture_ms)? {
-            Some((at, true)) => at < release.compacted_before_ms,
-            Some((at, false)) => at < release.minute_before_ms,
+        let release_it = match encoded.get(&capture_ms) {
+            Some((at, true)) => *at < release.compacted_before_ms,
+            Some((at, false)) => *at < release.minute_before_ms,
             None => false,
         };
         if release_it {

@@ -142,7 +142,7 @@ fn exercise(index: &dyn Index) -> Vec<String> {
     let frames = index.frames_between("d1", 0, i64::MAX).unwrap();
     note("frames", &frames);
     note("sha", &index.frame_sha256("d1", 65_000).unwrap());
-    note("encoded at", &index.frame_encoded_at("d1", 65_000).unwrap());
+    note("encoded at", &index.frames_encoded_at("d1", 0, i64::MAX).unwrap());
     note("last before", &index.last_frame_before("d1", 120_000).unwrap());
     let segments = index.segments_between("d1", 0, i64::MAX).unwrap();
     note("segments", &segments);
