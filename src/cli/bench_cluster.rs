@@ -9,217 +9,22 @@
 //! object-store requests (Garage's `api_s3_request_counter`), per frame and scaled to a
 //! device-day of one capture every 10 s (8,640 frames).
 
-use std::io::{BufRead, Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::io::BufRead;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use screentape::auth;
 use screentape::clock::{Clock, SystemClock};
 use screentape::config::Config;
-use screentape::store::{S3Store, Store};
 
 use super::corpus::synthetic;
+use super::engines::{wait_for, Garage, Postgres, BUCKET};
 
 /// Frames of one device in a day at one capture every 10 s.
 const FRAMES_PER_DEVICE_DAY: f64 = 8640.0;
-const BUCKET: &str = "screentape";
-const REGION: &str = "garage";
-
-fn run(what: &str, cmd: &mut Command) -> Result<String> {
-    let out = cmd.output().with_context(|| format!("{what}: could not start"))?;
-    if !out.status.success() {
-        bail!("{what} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// Polls `ready` every 50 ms until it holds, at most `limit`.
-fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) -> Result<()> {
-    let start = Instant::now();
-    while !ready() {
-        if start.elapsed() > limit {
-            bail!("{what}: not within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(())
-}
-
-/// A throwaway PostgreSQL cluster, stopped (immediately) on drop.
-struct Postgres {
-    dir: tempfile::TempDir,
-    bin: PathBuf,
-    url: String,
-}
-
-impl Postgres {
-    fn start() -> Result<Self> {
-        let bin = std::fs::read_dir("/usr/lib/postgresql")
-            .context("PostgreSQL server binaries under /usr/lib/postgresql (scripts/setup --postgres)")?
-            .filter_map(|e| Some(e.ok()?.path().join("bin")))
-            .filter(|p| p.join("initdb").exists())
-            .max()
-            .context("an initdb under /usr/lib/postgresql/*/bin")?;
-        let dir = tempfile::tempdir()?;
-        let password = format!("pw{:016x}", rand::random::<u64>());
-        std::fs::write(dir.path().join("pw"), &password)?;
-        // initdb refuses to run as root: the cluster belongs to the `postgres` user.
-        run("chown", Command::new("chown").arg("-R").arg("postgres:postgres").arg(dir.path()))?;
-        let as_postgres = |program: &str| {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(bin.join(program));
-            c
-        };
-        let data = dir.path().join("data");
-        run("initdb", as_postgres("initdb").arg("-D").arg(&data).args(["-U", "screentape", "-A", "scram-sha-256", "--pwfile"]).arg(dir.path().join("pw")))?;
-        let port = free_port()?;
-        // Durable as in production (fsync on): the rows and their cost are what is measured.
-        let options = format!("-p {port} -k {} -c listen_addresses=127.0.0.1", dir.path().display());
-        run("pg_ctl start", as_postgres("pg_ctl").arg("-D").arg(&data).arg("-l").arg(dir.path().join("log")).args(["-w", "-o", &options, "start"]))?;
-        let mut pg = Self { dir, bin, url: String::new() };
-        run(
-            "createdb",
-            Command::new(pg.bin.join("createdb")).args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "screentape", "screentape"]).env("PGPASSWORD", &password),
-        )?;
-        pg.url = format!("postgres://screentape:{password}@127.0.0.1:{port}/screentape");
-        Ok(pg)
-    }
-
-    fn client(&self) -> Result<postgres::Client> {
-        Ok(postgres::Client::connect(&self.url, postgres::NoTls)?)
-    }
-
-    /// Rows inserted, updated and deleted in screentape's tables so far.
-    fn rows_written(&self) -> Result<i64> {
-        let mut c = self.client()?;
-        Ok(c.query_one("SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0)::bigint FROM pg_stat_user_tables", &[])?.get(0))
-    }
-
-    /// Bytes on disk of screentape's tables with their indexes and TOAST.
-    fn table_bytes(&self) -> Result<i64> {
-        self.count("SELECT coalesce(sum(pg_total_relation_size(relid)), 0)::bigint FROM pg_stat_user_tables")
-    }
-
-    fn count(&self, sql: &str) -> Result<i64> {
-        Ok(self.client()?.query_one(sql, &[])?.get(0))
-    }
-}
-
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        let _ = Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(self.bin.join("pg_ctl"))
-            .arg("-D")
-            .arg(self.dir.path().join("data"))
-            .args(["-m", "immediate", "stop"])
-            .output();
-    }
-}
-
-/// A one-node Garage with a bucket and a key, killed on drop.
-struct Garage {
-    _dir: tempfile::TempDir,
-    child: Child,
-    admin_port: u16,
-    endpoint: String,
-    key_id: String,
-    secret: String,
-}
-
-fn garage_binary() -> Result<PathBuf> {
-    let mut candidates = Vec::new();
-    if let Ok(p) = std::env::var("SCREENTAPE_GARAGE") {
-        candidates.push(PathBuf::from(p));
-    }
-    candidates.push(PathBuf::from("/var/cache/screentape/garage/bin/garage"));
-    if let Ok(home) = std::env::var("HOME") {
-        candidates.push(Path::new(&home).join(".cache/screentape/garage/bin/garage"));
-    }
-    candidates.into_iter().find(|p| p.is_file()).context("no Garage binary: run `scripts/setup --garage` or set SCREENTAPE_GARAGE")
-}
-
-impl Garage {
-    fn start() -> Result<Self> {
-        let bin = garage_binary()?;
-        let dir = tempfile::tempdir()?;
-        let secret_hex: String = (0..4).map(|_| format!("{:016x}", rand::random::<u64>())).collect();
-        let (rpc_port, s3_port, admin_port) = (free_port()?, free_port()?, free_port()?);
-        let root = dir.path();
-        let config = root.join("garage.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "metadata_dir = \"{root}/meta\"\ndata_dir = \"{root}/data\"\ndb_engine = \"sqlite\"\n\
-                 replication_factor = 1\nmetadata_fsync = true\ndata_fsync = true\n\
-                 rpc_bind_addr = \"127.0.0.1:{rpc_port}\"\nrpc_public_addr = \"127.0.0.1:{rpc_port}\"\n\
-                 rpc_secret = \"{secret_hex}\"\n\
-                 [s3_api]\ns3_region = \"{REGION}\"\napi_bind_addr = \"127.0.0.1:{s3_port}\"\nroot_domain = \".s3.garage.localhost\"\n\
-                 [admin]\napi_bind_addr = \"127.0.0.1:{admin_port}\"\nadmin_token = \"{secret_hex}\"\n",
-                root = root.display()
-            ),
-        )?;
-        let log = std::fs::File::create(root.join("log"))?;
-        let child = Command::new(&bin).arg("-c").arg(&config).arg("server").env("RUST_LOG", "garage=warn").stdout(Stdio::null()).stderr(log).spawn()?;
-        let key_id = format!("GK{:012x}{:012x}", rand::random::<u64>() >> 16, rand::random::<u64>() >> 16);
-        let secret: String = (0..4).map(|_| format!("{:016x}", rand::random::<u64>())).collect();
-        let g = Self { _dir: dir, child, admin_port, endpoint: format!("http://127.0.0.1:{s3_port}"), key_id, secret };
-        let garage = |args: &[&str]| run(&format!("garage {args:?}"), Command::new(&bin).arg("-c").arg(&config).args(args));
-        wait_for("Garage RPC", Duration::from_secs(30), || garage(&["status"]).is_ok())?;
-        let id = garage(&["node", "id", "-q"])?.trim().split('@').next().unwrap_or_default().to_string();
-        garage(&["layout", "assign", "-z", "dc1", "-c", "1G", &id])?;
-        garage(&["layout", "apply", "--version", "1"])?;
-        garage(&["bucket", "create", BUCKET])?;
-        garage(&["key", "import", "--yes", "-n", "screentape", &g.key_id, &g.secret])?;
-        garage(&["bucket", "allow", "--read", "--write", "--owner", BUCKET, "--key", "screentape"])?;
-        let store = S3Store::new(&g.endpoint, REGION, &g.key_id, &g.secret, BUCKET, "").map_err(anyhow::Error::msg)?;
-        wait_for("Garage S3", Duration::from_secs(30), || store.exists("probe/ready").is_ok())?;
-        Ok(g)
-    }
-
-    fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("AWS_ENDPOINT_URL", self.endpoint.clone()),
-            ("AWS_REGION", REGION.to_string()),
-            ("AWS_ACCESS_KEY_ID", self.key_id.clone()),
-            ("AWS_SECRET_ACCESS_KEY", self.secret.clone()),
-            ("SCREENTAPE_STORE", format!("s3://{BUCKET}/bench")),
-        ]
-    }
-
-    /// S3 requests served so far (all API endpoints), from Garage's metrics.
-    fn s3_requests(&self) -> Result<u64> {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.admin_port))?;
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
-        let mut text = String::new();
-        s.read_to_string(&mut text)?;
-        let mut total = 0u64;
-        for line in text.lines().filter(|l| l.starts_with("api_s3_request_counter{")) {
-            if let Some((_, value)) = line.rsplit_once(' ') {
-                total += value.parse::<f64>().unwrap_or(0.0) as u64;
-            }
-        }
-        if !text.contains("api_s3_request_counter") && total == 0 && !text.starts_with("HTTP/1.1 200") {
-            bail!("Garage metrics: {}", text.lines().next().unwrap_or_default());
-        }
-        Ok(total)
-    }
-}
-
-impl Drop for Garage {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// utime + stime of a live process, in seconds.
 fn cpu_seconds(pid: u32) -> Result<f64> {
@@ -260,8 +65,9 @@ pub struct ClusterReport {
 
 /// One run: fresh engines, `nodes` servers, `devices` agents × `rounds` captures 10 s apart.
 pub fn run_cluster(base: &Config, nodes: usize, devices: usize, rounds: usize) -> Result<ClusterReport> {
-    let pg = Postgres::start()?;
-    let garage = Garage::start()?;
+    // Durable as in production (fsync on): the rows and their cost are what is measured.
+    let pg = Postgres::start(true)?;
+    let garage = Garage::start_nodes(1)?;
     let scratch = tempfile::tempdir()?;
     let now = SystemClock.now_ms();
     let mut tokens = Vec::new();
@@ -275,7 +81,9 @@ pub fn run_cluster(base: &Config, nodes: usize, devices: usize, rounds: usize) -
     }
     let rows_before = pg.rows_written()?;
     let pg_bytes_before = pg.table_bytes()?;
-    let s3_before = garage.s3_requests()?;
+    // S3 requests served so far (all API endpoints).
+    let s3_total = || garage.s3_requests().map(|by_endpoint| by_endpoint.values().sum::<u64>());
+    let s3_before = s3_total()?;
     let mut children = Vec::new();
     let mut addrs = Vec::new();
     for i in 0..nodes {
@@ -292,6 +100,7 @@ pub fn run_cluster(base: &Config, nodes: usize, devices: usize, rounds: usize) -
         for (k, v) in garage.env() {
             cmd.env(k, v);
         }
+        cmd.env("SCREENTAPE_STORE", format!("s3://{BUCKET}/bench"));
         let mut child = cmd.spawn()?;
         let mut line = String::new();
         std::io::BufReader::new(child.stdout.take().context("no stdout")?).read_line(&mut line)?;
@@ -364,7 +173,7 @@ pub fn run_cluster(base: &Config, nodes: usize, devices: usize, rounds: usize) -
     for c in &mut children {
         let _ = c.wait();
     }
-    let s3_requests = garage.s3_requests()? - s3_before;
+    let s3_requests = s3_total()? - s3_before;
     // Backends flush their statistics as they exit; a new session sees them once they are gone.
     let mut pg_rows = 0;
     wait_for("PostgreSQL sessions of the nodes closed", Duration::from_secs(30), || {

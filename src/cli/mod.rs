@@ -6,6 +6,7 @@ pub mod bench_cluster;
 pub mod copy;
 pub mod corpus;
 pub mod demo;
+pub mod engines;
 pub mod synth;
 
 use std::sync::Arc;

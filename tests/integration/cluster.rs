@@ -29,7 +29,7 @@ use sha2::{Digest, Sha256};
 
 use crate::garage::{Garage, BUCKET};
 use crate::postgres::Postgres;
-use crate::support::{shot, Server, T0};
+use crate::support::{shot, upload_recording_ack, Server, T0};
 use crate::synth::screenshot;
 
 const BIN: &str = env!("CARGO_BIN_EXE_screentape");
@@ -354,16 +354,8 @@ impl Agents {
                                 let urls = urls.lock().unwrap();
                                 urls[node % urls.len()].clone()
                             };
-                            let r = client
-                                .post(format!("{url}/api/v1/frames"))
-                                .bearer_auth(&token)
-                                .header("content-type", "image/png")
-                                .header("x-capture-time", t.to_string())
-                                .body(png.clone())
-                                .send();
-                            match r {
+                            match upload_recording_ack(&client, &url, &token, t, &png, &acked, (d, t)) {
                                 Ok(r) if r.status().is_success() => {
-                                    acked.lock().unwrap().insert((d, t), png);
                                     // Pacing (load shape, not synchronisation): ~30 uploads/s per agent.
                                     std::thread::sleep(Duration::from_millis(30));
                                     break;

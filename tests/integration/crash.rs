@@ -12,6 +12,7 @@ use screentape::clock::{Clock, ManualClock, SystemClock};
 use screentape::config::Config;
 use screentape::media::png::encode_rgb;
 use screentape::media::{ffmpeg, psnr_rgb};
+use crate::support::upload_recording_ack;
 use crate::synth::screenshot;
 use sha2::{Digest, Sha256};
 
@@ -63,17 +64,8 @@ fn kill_9_under_load_loses_no_acknowledged_frame() {
                             break;
                         }
                         let png = encode_rgb(&screenshot(240, 136, t, k as u64, 5));
-                        let r = client
-                            .post(format!("{url}/api/v1/frames"))
-                            .bearer_auth(&token)
-                            .header("content-type", "image/png")
-                            .header("x-capture-time", t.to_string())
-                            .body(png.clone())
-                            .send();
-                        match r {
-                            Ok(r) if r.status().is_success() => {
-                                acked.lock().unwrap().insert(t, png);
-                            }
+                        match upload_recording_ack(&client, &url, &token, t, &png, &acked, t) {
+                            Ok(r) if r.status().is_success() => {} // acknowledged: recorded
                             // Already outside the retention window: refused, not acknowledged.
                             Ok(r) if r.status() == 422 => {}
                             Ok(r) => panic!("unexpected status {}", r.status()),

@@ -9,6 +9,10 @@ mod synth;
 #[allow(dead_code)] // the tests use the loader, not the synthetic corpus
 #[path = "../../src/cli/corpus.rs"]
 mod corpus;
+// The throwaway PostgreSQL and Garage of `screentape bench cluster`: the same file again.
+#[allow(dead_code)] // the tests do not read the bench's figures (rows written, table bytes)
+#[path = "../../src/cli/engines.rs"]
+mod engines;
 
 mod support;
 mod pngs;

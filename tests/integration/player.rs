@@ -484,20 +484,30 @@ fn the_player_page_enforces_its_content_security_policy() {
     assert!(!console.iter().any(|m| m.contains("favicon") || m.contains("status of 404")), "nothing the page asks for is missing: {console:#?}");
 }
 
-/// Uploads marked synthetic screenshots at `captures` and encodes every minute; returns the device id.
+/// Uploads marked synthetic screenshots at `captures` and encodes every minute due at `now_ms`.
 fn upload_marked(s: &Server, device: &str, captures: &[i64], now_ms: i64) {
     upload_marked_from(s, device, captures, 0, now_ms)
 }
 
 /// The same for `captures[first..]` (markers are indices into `captures`).
 fn upload_marked_from(s: &Server, device: &str, captures: &[i64], first: usize, now_ms: i64) {
+    ingest_marked(s, device, captures, first, (320, 180), now_ms);
+}
+
+/// Ingests `captures[first..]` as synthetic `width`×`height` screenshots, each marked with its
+/// index into `captures`, with the clock at the last capture, and encodes every minute due at
+/// `now_ms`; returns the pictures as uploaded.
+fn ingest_marked(s: &Server, device: &str, captures: &[i64], first: usize, (width, height): (u32, u32), now_ms: i64) -> Vec<screentape::media::png::RgbImage> {
     s.clock.set_ms(*captures.last().unwrap());
+    let mut originals = Vec::new();
     for (i, t) in captures.iter().enumerate().skip(first) {
-        let mut img = screenshot(320, 180, *t, i as u64, 4);
+        let mut img = screenshot(width, height, *t, i as u64, 4);
         mark(&mut img, i);
         s.app.ingest.accept(device, *t, &encode_rgb(&img)).expect("ingest");
+        originals.push(img);
     }
     s.advance_and_encode(now_ms);
+    originals
 }
 
 /// Logs `user` in and waits for the first frame; `query` is added to the page's address.
@@ -721,20 +731,7 @@ fn paused_still_checks(b: Browser, query: &str) {
     let ann = s.add_user("ann", false);
     let (device, _) = s.add_device("ann-desktop", Some("ann"));
     let captures: Vec<i64> = (0..18).map(|i| T0 + 3_000 + i * STEP_MS).collect();
-    let originals: Vec<screentape::media::png::RgbImage> = captures
-        .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            let mut img = screenshot(640, 360, *t, i as u64, 4);
-            mark(&mut img, i);
-            img
-        })
-        .collect();
-    s.clock.set_ms(captures[0]);
-    for (t, img) in captures.iter().zip(&originals) {
-        s.app.ingest.accept(&device, *t, &encode_rgb(img)).expect("ingest");
-    }
-    s.advance_and_encode(T0 + 4 * 60_000);
+    let originals = ingest_marked(&s, &device, &captures, 0, (640, 360), T0 + 4 * 60_000);
     let b = open_player_in(b, &s, "ann", &ann, query);
     let codec = b.run("return window.screentape.state().codec;", json!({}));
     assert!(codec.as_str().unwrap_or("").to_lowercase().starts_with("avc1.64"), "the 4:2:0 variant is playing: {codec}");
@@ -1154,20 +1151,7 @@ fn stepping_across_a_segment_boundary_through_webcodecs_shows_the_right_capture(
     let ann = s.add_user("ann", false);
     let (device, _) = s.add_device("ann-desktop", Some("ann"));
     let captures: Vec<i64> = (0..12).map(|i| T0 + 3_000 + i * STEP_MS).collect();
-    let originals: Vec<screentape::media::png::RgbImage> = captures
-        .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            let mut img = screenshot(640, 360, *t, i as u64, 4);
-            mark(&mut img, i);
-            img
-        })
-        .collect();
-    s.clock.set_ms(*captures.last().unwrap());
-    for (t, img) in captures.iter().zip(&originals) {
-        s.app.ingest.accept(&device, *t, &encode_rgb(img)).expect("ingest");
-    }
-    s.advance_and_encode(T0 + 3 * 60_000);
+    let originals = ingest_marked(&s, &device, &captures, 0, (640, 360), T0 + 3 * 60_000);
     let b = open_player_in(Browser::start(), &s, "ann", &ann, "");
     b.run("window.screentape.zoomTo(1); await new Promise(r => requestAnimationFrame(r));", json!({}));
     // Capture 5 is the last of the first minute (…:53); 6 is the first of the next segment.

@@ -3,91 +3,38 @@
 //! scenarios as the single-box tests run with `index = postgres://…`, and the index contract
 //! gives the same answers as SQLite.
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use screentape::index::{Index, NewSegment, User};
 
+use crate::engines;
 use crate::support::{Server, T0};
 
-/// A running throwaway PostgreSQL cluster; stopped (immediately) and removed on drop.
-pub struct Postgres {
-    dir: tempfile::TempDir,
-    bin: PathBuf,
-    options: String,
-    pub url: String,
-}
-
-fn run(what: &str, cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e} (is Debian's postgresql installed? scripts/setup --postgres)"));
-    assert!(out.status.success(), "{what} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-}
+/// A running throwaway PostgreSQL cluster (the bench's, `src/cli/engines.rs`, with fsync off),
+/// stopped (immediately) and removed on drop; a failure is a panic.
+pub struct Postgres(engines::Postgres);
 
 impl Postgres {
     pub fn start() -> Self {
-        // The newest installed server, e.g. /usr/lib/postgresql/15/bin.
-        let bin = std::fs::read_dir("/usr/lib/postgresql")
-            .expect("PostgreSQL server binaries under /usr/lib/postgresql (scripts/setup --postgres installs them)")
-            .filter_map(|e| Some(e.ok()?.path().join("bin")))
-            .filter(|p| p.join("initdb").exists())
-            .max()
-            .expect("an initdb under /usr/lib/postgresql/*/bin");
-        let dir = tempfile::tempdir().unwrap();
-        let password: String = format!("pw{:016x}", rand::random::<u64>());
-        std::fs::write(dir.path().join("pw"), &password).unwrap();
-        // initdb refuses to run as root: the cluster belongs to the `postgres` user.
-        run("chown", Command::new("chown").arg("-R").arg("postgres:postgres").arg(dir.path()));
-        let as_postgres = |program: &str| {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(bin.join(program));
-            c
-        };
-        let data = dir.path().join("data");
-        run("initdb", as_postgres("initdb").arg("-D").arg(&data).args(["-U", "screentape", "-A", "scram-sha-256", "--pwfile"]).arg(dir.path().join("pw")));
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let options = format!("-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", dir.path().display());
-        run(
-            "pg_ctl start",
-            as_postgres("pg_ctl").arg("-D").arg(&data).arg("-l").arg(dir.path().join("log")).args(["-w", "-o", &options, "start"]),
-        );
-        // Stopped by Drop from here on, also if createdb fails.
-        let mut cluster = Self { url: String::new(), dir, bin, options };
-        run(
-            "createdb",
-            Command::new(cluster.bin.join("createdb")).args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "screentape", "screentape"]).env("PGPASSWORD", &password),
-        );
-        cluster.url = format!("postgres://screentape:{password}@127.0.0.1:{port}/screentape");
-        cluster
-    }
-}
-
-impl Postgres {
-    fn pg_ctl(&self) -> Command {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(self.bin.join("pg_ctl")).arg("-D").arg(self.dir.path().join("data"));
-        c
+        Self(engines::Postgres::start(false).expect("a throwaway PostgreSQL (is Debian's postgresql installed? scripts/setup --postgres)"))
     }
 
     /// A crash of the database: `pg_ctl -m immediate stop` (no shutdown checkpoint).
     pub fn stop_immediately(&self) {
-        run("pg_ctl stop", self.pg_ctl().args(["-m", "immediate", "stop"]));
+        self.0.stop_immediately().expect("PostgreSQL stopped");
     }
 
     /// Starts the same cluster again on the same port (crash recovery replays its WAL).
     pub fn start_again(&self) {
-        run("pg_ctl start", self.pg_ctl().arg("-l").arg(self.dir.path().join("log")).args(["-w", "-o", &self.options, "start"]));
+        self.0.start_again().expect("PostgreSQL started again");
     }
 }
 
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        let _ = Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(self.bin.join("pg_ctl"))
-            .arg("-D")
-            .arg(self.dir.path().join("data"))
-            .args(["-m", "immediate", "stop"])
-            .output();
+impl std::ops::Deref for Postgres {
+    type Target = engines::Postgres;
+
+    fn deref(&self) -> &engines::Postgres {
+        &self.0
     }
 }
 

@@ -1,6 +1,7 @@
 //! Test harness: the real server on 127.0.0.1:0 with a manual clock, real SQLite and ffmpeg.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use screentape::app::{self, App};
@@ -91,14 +92,7 @@ impl Server {
     }
 
     pub fn upload(&self, token: &str, capture_ms: i64, png: &[u8]) -> Response {
-        self.client
-            .post(self.url("/api/v1/frames"))
-            .bearer_auth(token)
-            .header("content-type", "image/png")
-            .header("x-capture-time", capture_ms.to_string())
-            .body(png.to_vec())
-            .send()
-            .expect("upload request")
+        post_frame(&self.client, &self.base, token, capture_ms, png).expect("upload request")
     }
 
     pub fn get(&self, token: &str, path: &str) -> RequestBuilder {
@@ -122,6 +116,36 @@ impl Drop for Server {
             let _ = t.join();
         }
     }
+}
+
+/// An agent's upload of one capture to the server at `base` (`http://HOST:PORT`).
+pub fn post_frame(client: &Client, base: &str, token: &str, capture_ms: i64, png: &[u8]) -> reqwest::Result<Response> {
+    client
+        .post(format!("{base}/api/v1/frames"))
+        .bearer_auth(token)
+        .header("content-type", "image/png")
+        .header("x-capture-time", capture_ms.to_string())
+        .body(png.to_vec())
+        .send()
+}
+
+/// An agent's upload as the fault tests' agents make it: the capture is recorded in `acked`
+/// under `key` only if the server acknowledged it (2xx). Any other answer, or none (a server
+/// killed under us), is the caller's to judge: it is not acknowledged.
+pub fn upload_recording_ack<K: Ord>(
+    client: &Client,
+    base: &str,
+    token: &str,
+    capture_ms: i64,
+    png: &[u8],
+    acked: &Mutex<BTreeMap<K, Vec<u8>>>,
+    key: K,
+) -> reqwest::Result<Response> {
+    let r = post_frame(client, base, token, capture_ms, png)?;
+    if r.status().is_success() {
+        acked.lock().unwrap().insert(key, png.to_vec());
+    }
+    Ok(r)
 }
 
 /// A generated screenshot with real text, as PNG bytes, and its pixels.
