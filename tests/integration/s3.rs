@@ -200,14 +200,7 @@ fn admin(data_dir: &std::path::Path, env: &[(&str, String)], args: &[&str]) -> s
 }
 
 fn upload(client: &reqwest::blocking::Client, url: &str, token: &str, capture_ms: i64, png: &[u8]) -> reqwest::blocking::Response {
-    client
-        .post(format!("{url}/api/v1/frames"))
-        .bearer_auth(token)
-        .header("content-type", "image/png")
-        .header("x-capture-time", capture_ms.to_string())
-        .body(png.to_vec())
-        .send()
-        .unwrap()
+    crate::support::post_frame(client, url, token, capture_ms, png).unwrap()
 }
 
 /// Polls `f` every 100 ms until it returns Some, at most `limit`.
