@@ -263,8 +263,6 @@ impl Index for SqliteIndex {
         })
     }
 
-    /// When the segment holding this capture was written and whether it is a compacted one,
-    /// if the capture is encoded.
     fn frames_encoded_at(&self, device_id: &str, from_ms: i64, to_ms: i64) -> Result<Vec<(i64, i64, bool)>> {
         self.with(|c| {
             let mut st = c.prepare_cached(
