@@ -55,6 +55,10 @@ pub struct EncoderConfig {
     pub x264_params: String,
     /// Threads one x264 encode may use (1 = most CPU-efficient; workers give parallelism).
     pub x264_threads: u32,
+    /// The quality floor, both tiers: every frame is decoded as it is encoded and compared with
+    /// its picture; a segment whose worst frame is under this RGB PSNR (dB) is encoded again
+    /// at a lower crf. 0 turns the check off.
+    pub floor_db: f32,
     /// Encoder worker threads.
     pub workers: usize,
     /// Jobs waiting for a worker before the scheduler stops queueing more.
@@ -180,6 +184,7 @@ impl Default for Config {
                 // high-contrast blocks (text) a screenshot must keep; see docs/performance.md.
                 x264_params: "aq-mode=0:psy=0:force-cfr=1".into(),
                 x264_threads: 1,
+                floor_db: 45.0,
                 // One x264 4:4:4 1080p encoder holds ~135 MiB; half the cores keeps uploads fast
                 // and memory bounded (docs/performance.md).
                 workers: (cores / 2).max(1),
@@ -336,6 +341,7 @@ keys! {
     preset: value::Word => encoder.preset;
     x264_params: value::Word => encoder.x264_params;
     x264_threads: value::Int<u32> => encoder.x264_threads;
+    floor_db: value::Float => encoder.floor_db;
     encode_workers: value::Int<usize> => encoder.workers;
     encode_queue: value::Int<usize> => encoder.queue;
     variant_cache_bytes: value::Int<u64> => variant_cache_bytes;
@@ -488,6 +494,9 @@ impl Config {
             return bad("preset", "must be an x264 preset name such as veryfast or medium");
         }
         check_params("x264_params", &self.encoder.x264_params, Codec::X264)?;
+        if !(0.0..=60.0).contains(&self.encoder.floor_db) {
+            return bad("floor_db", "must be between 0 (off) and 60");
+        }
         match self.compact.codec {
             Codec::X264 => {
                 if !(0.0..=51.0).contains(&self.compact.crf) {

@@ -49,6 +49,8 @@ pub struct Metrics {
     uploads: Family<OutcomeLabels, Counter>,
     pub frames_encoded: Counter,
     pub segments_written: Counter,
+    /// Segments encoded again because a frame was under the quality floor.
+    pub segments_below_floor: Counter,
     pub segment_bytes_written: Counter,
     encode_failures: Family<FailureLabels, Counter>,
     pub blocks_compacted: Counter,
@@ -74,6 +76,7 @@ impl Metrics {
             uploads: Family::default(),
             frames_encoded: Counter::default(),
             segments_written: Counter::default(),
+            segments_below_floor: Counter::default(),
             segment_bytes_written: Counter::default(),
             encode_failures: Family::default(),
             blocks_compacted: Counter::default(),
@@ -90,6 +93,7 @@ impl Metrics {
         r.register("uploads", "Uploads by outcome", m.uploads.clone());
         r.register("frames_encoded", "Frames written into segments (re-encodes included)", m.frames_encoded.clone());
         r.register("segments_written", "Media segments written", m.segments_written.clone());
+        r.register("segments_below_floor", "Segments encoded again because a frame was under the quality floor (floor_db)", m.segments_below_floor.clone());
         r.register("segment_bytes_written", "Bytes of media segments written", m.segment_bytes_written.clone());
         r.register("encode_failures", "Encode jobs that failed (and will be retried), by job and cause", m.encode_failures.clone());
         r.register("blocks_compacted", "Blocks re-encoded into long-GOP segments", m.blocks_compacted.clone());

@@ -31,7 +31,8 @@ pub struct Profile {
 
 impl Profile {
     /// Parses `key=value,key=value` over `base` (keys: crf, preset, params for one-minute
-    /// segments; span, after, max_frames, ccrf, cpreset, cparams for compaction; span=0 turns it off),
+    /// segments; span, after, max_frames, ccrf, cpreset, cparams for compaction; span=0 turns it off;
+    /// floor, the quality floor in dB, 0 = off),
     /// or the short form `crf:preset[:x264-params]` (one-minute segments only).
     pub fn parse(spec: &str, base: &Config) -> Result<Self, String> {
         let mut encoder = base.encoder.clone();
@@ -60,6 +61,7 @@ impl Profile {
                     "cpreset" => compact.preset = v.to_string(),
                     "cparams" => compact.x264_params = v.to_string(),
                     "ccodec" => compact.codec = v.parse()?,
+                    "floor" => encoder.floor_db = number(k, v)?,
                     other => return Err(format!("profile: unknown key {other}")),
                 }
             }

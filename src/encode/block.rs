@@ -10,8 +10,13 @@ use super::{EncodeError, Encoder};
 use crate::clock::MINUTE_MS;
 use crate::index::NewSegment;
 use crate::layout::{init_key, quarantine_key, spool_key};
-use crate::media::ffmpeg::encode_segment;
+use crate::media::ffmpeg::{encode_segment, encode_segment_checked, EncodeSettings};
 use crate::media::Picture;
+
+/// How often a segment under the quality floor is encoded again, each time at a crf lower by
+/// its shortfall in dB plus one (at least `FLOOR_MIN_STEP`).
+const FLOOR_RETRIES: u32 = 3;
+const FLOOR_MIN_STEP: f32 = 2.0;
 
 /// A block encoded but not yet stored or committed.
 pub(super) struct EncodedBlock {
@@ -147,14 +152,40 @@ impl Encoder {
             (Some(Source::Capture(a)), Source::Capture(b)) => hashes[a].0 == hashes[b].0,
             _ => false,
         };
-        let encoded = encode_segment(settings, dims, &pts, planned.end_ms, fragment_index, |i| {
-            let capture_ms = source_of(&planned.frames[i].1);
-            if repeats_previous(i) {
-                pictures.skip(capture_ms);
-                return Ok(Picture::Repeat(dims));
+        // The quality floor: every frame is checked as it leaves the encoder; a segment whose
+        // worst frame is under the floor is encoded again at a lower crf (docs/storage.md).
+        let mut settings = settings.clone();
+        let mut attempt = 0;
+        let encoded = loop {
+            let picture = |i: usize| {
+                let capture_ms = source_of(&planned.frames[i].1);
+                if repeats_previous(i) {
+                    return Ok(Picture::Repeat(dims));
+                }
+                pictures.picture(capture_ms)
+            };
+            let result = if self.floor_db > 0.0 {
+                encode_segment_checked(&settings, dims, &pts, planned.end_ms, fragment_index, picture)
+                    .map(|(e, psnr)| (e, psnr.into_iter().fold(f64::INFINITY, f64::min)))
+            } else {
+                encode_segment(&settings, dims, &pts, planned.end_ms, fragment_index, picture).map(|e| (e, f64::INFINITY))
+            };
+            match result {
+                Ok((_, worst)) if worst < self.floor_db && attempt < FLOOR_RETRIES && settings.crf > 0.0 => {
+                    attempt += 1;
+                    // About 1 dB per QP step on the busy frames that miss the floor: go down by
+                    // the shortfall and one more, at least two.
+                    let step = ((self.floor_db - worst).ceil() as f32 + 1.0).max(FLOOR_MIN_STEP);
+                    let crf = (settings.crf - step).max(0.0);
+                    tracing::info!(device_id, start_ms = planned.start_ms, worst_db = worst, crf_was = settings.crf, crf, "segment under the quality floor; encoding it again");
+                    self.metrics.segments_below_floor.inc();
+                    settings = EncodeSettings { crf, ..settings };
+                }
+                Ok((e, _)) => break Ok(e),
+                Err(e) => break Err(e),
             }
-            pictures.take(capture_ms)
-        });
+        };
+        pictures.release(planned.frames.iter().map(|(_, s)| source_of(s)));
         let encoded = match encoded {
             Ok(e) => e,
             Err(e) => {

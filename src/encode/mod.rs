@@ -62,6 +62,8 @@ pub struct Encoder {
     /// How long originals stay after their (compacted, one-minute) segment is written.
     pub(crate) keep_originals_ms: (i64, i64),
     pub(crate) max_dimension: u32,
+    /// Every frame of a segment at least this RGB PSNR (dB), checked in the encode loop; 0 = off.
+    pub(crate) floor_db: f64,
 }
 
 impl Encoder {
@@ -94,6 +96,7 @@ impl Encoder {
             carry_max_age_ms: config.carry_max_age.as_millis() as i64,
             keep_originals_ms: crate::ingest::keep_windows(config),
             max_dimension: config.max_dimension,
+            floor_db: f64::from(config.encoder.floor_db),
         }
     }
 

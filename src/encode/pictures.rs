@@ -101,14 +101,22 @@ impl<'a> PictureLoader<'a> {
         self.decoded.remove(&capture_ms);
     }
 
-    /// The picture of `capture_ms`; each is handed out once (the plan uses every capture once).
-    pub(super) fn take(&mut self, capture_ms: i64) -> Result<Picture, MediaError> {
-        if let Some(png) = self.png.remove(&capture_ms) {
-            return decode_rgb(&png, self.enc.max_dimension).map(Picture::Rgb).map_err(|e| {
+    /// The picture of `capture_ms`, decoded now. It stays available (a segment under the quality
+    /// floor is encoded again: its PNG is decoded again then) until `release`.
+    pub(super) fn picture(&mut self, capture_ms: i64) -> Result<Picture, MediaError> {
+        if let Some(png) = self.png.get(&capture_ms) {
+            return decode_rgb(png, self.enc.max_dimension).map(Picture::Rgb).map_err(|e| {
                 self.failed = Some(capture_ms);
                 MediaError::Source(e.to_string())
             });
         }
-        self.decoded.remove(&capture_ms).ok_or_else(|| MediaError::Source(format!("no picture for capture {capture_ms}")))
+        self.decoded.get(&capture_ms).cloned().ok_or_else(|| MediaError::Source(format!("no picture for capture {capture_ms}")))
+    }
+
+    /// Drops the pictures of captures whose segment is final.
+    pub(super) fn release(&mut self, captures: impl IntoIterator<Item = i64>) {
+        for c in captures {
+            self.skip(c);
+        }
     }
 }

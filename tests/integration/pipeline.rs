@@ -751,3 +751,65 @@ fn an_export_mixing_h264_and_av1_is_a_422() {
     let pts: Vec<i64> = frames.iter().map(|f| f.0).collect();
     assert_eq!(pts, originals.keys().map(|t| t - start).collect::<Vec<_>>(), "both AV1 blocks, every frame");
 }
+
+/// A grainy photo-like picture (every block busy), panned with `step`.
+fn grainy_shot(width: u32, height: u32, step: u64) -> (Vec<u8>, RgbImage) {
+    let mut data = Vec::with_capacity((width * height * 3) as usize);
+    let mut state = (step + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    for y in 0..height {
+        for x in 0..width {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let fx = (x as u64 + step * 5) as f64;
+            let noise = (state % 9) as f64 - 4.0;
+            for k in [1.0, 1.7, 0.6] {
+                let base = 128.0 + 90.0 * ((fx * k * 0.031).sin() * (y as f64 * 0.023 / k).cos());
+                data.push((base + noise * k).clamp(0.0, 255.0) as u8);
+            }
+        }
+    }
+    let img = RgbImage { width, height, data };
+    (screentape::media::png::encode_rgb(&img), img)
+}
+
+/// The quality floor: grainy pictures that the configured crf would store under 45 dB are
+/// encoded again at a lower crf until every frame is over the floor (as a viewer decodes it),
+/// in the one-minute segments and in the compacted block; with the check off, they fall under it.
+#[test]
+fn the_quality_floor_encodes_a_block_under_it_again_at_a_lower_crf() {
+    let run = |floor: f32| -> (f64, u64) {
+        let s = Server::start_with(|c| {
+            c.encoder.crf = 33.0;
+            c.compact.crf = 33.0;
+            c.encoder.floor_db = floor;
+        });
+        let v = s.add_user("ann", true);
+        let (device, token) = s.add_device("laptop", None);
+        let mut originals = BTreeMap::new();
+        for k in 0..8u64 {
+            let t = T0 + 3_000 + k as i64 * 10_000;
+            s.clock.set_ms(t);
+            let (png, img) = grainy_shot(320, 200, k);
+            assert_eq!(s.upload(&token, t, &png).status(), 201);
+            originals.insert(t, img);
+        }
+        s.advance_and_encode(T0 + 2 * MIN + 15_000);
+        let minute = fetch_all(&s, &v, &device);
+        // Compaction: the block ended `compact_after` (10 min) ago.
+        s.advance_and_encode(T0 + 21 * MIN);
+        let spans: Vec<i64> = s.app.index.segments_between(&device, 0, i64::MAX).unwrap().iter().map(|g| g.span_ms).collect();
+        assert_eq!(spans, vec![10 * MIN], "compacted");
+        let block = fetch_all(&s, &v, &device);
+        let worst = [minute, block]
+            .iter()
+            .flat_map(|fetched| originals.iter().map(|(t, orig)| psnr_rgb(frame_at(fetched, *t).expect("on screen").1, orig)))
+            .fold(f64::INFINITY, f64::min);
+        (worst, s.app.metrics.segments_below_floor.get())
+    };
+    let (unchecked, _) = run(0.0);
+    assert!(unchecked < 45.0, "crf 33 on grain, no floor: worst frame {unchecked:.2} dB");
+    let (held, retries) = run(45.0);
+    assert!(held >= 45.0, "with the floor: worst frame {held:.2} dB (unchecked {unchecked:.2} dB)");
+    assert!(retries >= 2, "the minute and the block were encoded again: {retries}");
+}
