@@ -154,7 +154,10 @@ impl Encoder {
         };
         // The quality floor: every frame is checked as it leaves the encoder; a segment whose
         // worst frame is under the floor is encoded again at a lower crf (docs/storage.md).
-        let mut settings = settings.clone();
+        let hint_key = (device_id.to_string(), cold);
+        let hint = self.floor_crf.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&hint_key).copied();
+        let mut settings = EncodeSettings { crf: hint.map_or(settings.crf, |h| h.min(settings.crf)), ..settings.clone() };
+        let configured_crf = if cold { self.cold_settings.crf } else { self.settings.crf };
         let mut attempt = 0;
         let encoded = loop {
             let picture = |i: usize| {
@@ -181,7 +184,23 @@ impl Encoder {
                     self.metrics.segments_below_floor.inc();
                     settings = EncodeSettings { crf, ..settings };
                 }
-                Ok((e, _)) => break Ok(e),
+                Ok((e, worst)) => {
+                    // Remember a lowered crf for the device's next segment; where a remembered
+                    // one holds the floor with room to spare, relax it a step towards the
+                    // configured crf, so a device whose screen became easy gets its bytes back.
+                    let mut hints = self.floor_crf.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    if settings.crf < configured_crf && attempt > 0 {
+                        hints.insert(hint_key.clone(), settings.crf);
+                    } else if hint.is_some() && worst >= self.floor_db + FLOOR_MIN_STEP as f64 {
+                        let relaxed = settings.crf + 1.0;
+                        if relaxed >= configured_crf {
+                            hints.remove(&hint_key);
+                        } else {
+                            hints.insert(hint_key.clone(), relaxed);
+                        }
+                    }
+                    break Ok(e);
+                }
                 Err(e) => break Err(e),
             }
         };

@@ -10,7 +10,8 @@ mod scheduler;
 
 pub use scheduler::{JobRunner, Scheduler};
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use crate::clock::{SharedClock, MINUTE_MS};
 use crate::config::Config;
@@ -64,6 +65,10 @@ pub struct Encoder {
     pub(crate) max_dimension: u32,
     /// Every frame of a segment at least this RGB PSNR (dB), checked in the encode loop; 0 = off.
     pub(crate) floor_db: f64,
+    /// Per (device, compacted tier): the crf that last held the floor where the configured one
+    /// did not, so the next segment of that device starts there instead of failing first
+    /// (content that missed the floor usually stays hard). A hint in this node's memory.
+    pub(crate) floor_crf: Mutex<HashMap<(String, bool), f32>>,
 }
 
 impl Encoder {
@@ -97,6 +102,7 @@ impl Encoder {
             keep_originals_ms: crate::ingest::keep_windows(config),
             max_dimension: config.max_dimension,
             floor_db: f64::from(config.encoder.floor_db),
+            floor_crf: Mutex::default(),
         }
     }
 

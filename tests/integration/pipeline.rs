@@ -813,3 +813,32 @@ fn the_quality_floor_encodes_a_block_under_it_again_at_a_lower_crf() {
     assert!(held >= 45.0, "with the floor: worst frame {held:.2} dB (unchecked {unchecked:.2} dB)");
     assert!(retries >= 2, "the minute and the block were encoded again: {retries}");
 }
+
+/// A device whose screen missed the floor starts its next segment at the crf that held it, so
+/// the next minute of the same hard content is encoded once, not first too coarse and then again.
+#[test]
+fn a_device_that_missed_the_floor_starts_its_next_segment_at_the_crf_that_held_it() {
+    let s = Server::start_with(|c| {
+        c.encoder.crf = 33.0;
+        c.compact.span = std::time::Duration::ZERO;
+    });
+    let v = s.add_user("ann", true);
+    let (device, token) = s.add_device("laptop", None);
+    let mut originals = BTreeMap::new();
+    for k in 0..12u64 {
+        // Six captures in minute 0, six in minute 1.
+        let t = T0 + 3_000 + k as i64 * 10_000;
+        s.clock.set_ms(t);
+        let (png, img) = grainy_shot(320, 200, k);
+        assert_eq!(s.upload(&token, t, &png).status(), 201);
+        originals.insert(t, img);
+    }
+    s.advance_and_encode(T0 + MIN + 15_000);
+    let first = s.app.metrics.segments_below_floor.get();
+    assert!(first >= 1, "minute 0 was encoded again under the floor");
+    s.advance_and_encode(T0 + 2 * MIN + 15_000);
+    assert_eq!(s.app.metrics.segments_below_floor.get(), first, "minute 1 started at the crf that held minute 0");
+    let fetched = fetch_all(&s, &v, &device);
+    let worst = originals.iter().map(|(t, orig)| psnr_rgb(frame_at(&fetched, *t).expect("on screen").1, orig)).fold(f64::INFINITY, f64::min);
+    assert!(worst >= 45.0, "every frame over the floor: {worst:.2} dB");
+}
