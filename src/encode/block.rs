@@ -120,6 +120,28 @@ impl Encoder {
         Ok(Some(BlockSources { captures, carry }))
     }
 
+    /// The crfs that last held the quality floor, per (device, compacted tier).
+    fn floor_hints(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<(String, bool), f32>> {
+        self.floor_crf.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// After a segment held the floor at `crf` (`configured` is the tier's crf): remember a crf
+    /// lowered by retries for the device's next segment; where a remembered one held with room to
+    /// spare, relax it a step towards the configured crf, so a screen that became easy gets its
+    /// bytes back.
+    fn learn_floor_hint(&self, key: (String, bool), hinted: bool, retried: bool, (crf, configured): (f32, f32), worst_db: f64) {
+        let mut hints = self.floor_hints();
+        if retried && crf < configured {
+            hints.insert(key, crf);
+        } else if hinted && worst_db >= self.floor_db + f64::from(FLOOR_MIN_STEP) {
+            if crf + 1.0 >= configured {
+                hints.remove(&key);
+            } else {
+                hints.insert(key, crf + 1.0);
+            }
+        }
+    }
+
     /// Encodes one planned segment of the block starting at `minute_ms`.
     #[allow(clippy::too_many_arguments)]
     fn encode_planned(
@@ -155,9 +177,9 @@ impl Encoder {
         // The quality floor: every frame is checked as it leaves the encoder; a segment whose
         // worst frame is under the floor is encoded again at a lower crf (docs/storage.md).
         let hint_key = (device_id.to_string(), cold);
-        let hint = self.floor_crf.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&hint_key).copied();
-        let mut settings = EncodeSettings { crf: hint.map_or(settings.crf, |h| h.min(settings.crf)), ..settings.clone() };
-        let configured_crf = if cold { self.cold_settings.crf } else { self.settings.crf };
+        let hint = self.floor_hints().get(&hint_key).copied();
+        let configured_crf = settings.crf;
+        let mut settings = EncodeSettings { crf: hint.map_or(configured_crf, |h| h.min(configured_crf)), ..settings.clone() };
         let mut attempt = 0;
         let encoded = loop {
             let picture = |i: usize| {
@@ -185,20 +207,7 @@ impl Encoder {
                     settings = EncodeSettings { crf, ..settings };
                 }
                 Ok((e, worst)) => {
-                    // Remember a lowered crf for the device's next segment; where a remembered
-                    // one holds the floor with room to spare, relax it a step towards the
-                    // configured crf, so a device whose screen became easy gets its bytes back.
-                    let mut hints = self.floor_crf.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    if settings.crf < configured_crf && attempt > 0 {
-                        hints.insert(hint_key.clone(), settings.crf);
-                    } else if hint.is_some() && worst >= self.floor_db + FLOOR_MIN_STEP as f64 {
-                        let relaxed = settings.crf + 1.0;
-                        if relaxed >= configured_crf {
-                            hints.remove(&hint_key);
-                        } else {
-                            hints.insert(hint_key.clone(), relaxed);
-                        }
-                    }
+                    self.learn_floor_hint(hint_key, hint.is_some(), attempt > 0, (settings.crf, configured_crf), worst);
                     break Ok(e);
                 }
                 Err(e) => break Err(e),

@@ -773,6 +773,24 @@ fn grainy_shot(width: u32, height: u32, step: u64) -> (Vec<u8>, RgbImage) {
     (screentape::media::png::encode_rgb(&img), img)
 }
 
+/// Uploads `count` grainy captures 10 s apart from T0 + 3 s (the clock following them).
+fn upload_grainy(s: &Server, token: &str, count: u64) -> BTreeMap<i64, RgbImage> {
+    let mut originals = BTreeMap::new();
+    for k in 0..count {
+        let t = T0 + 3_000 + k as i64 * 10_000;
+        s.clock.set_ms(t);
+        let (png, img) = grainy_shot(320, 200, k);
+        assert_eq!(s.upload(token, t, &png).status(), 201);
+        originals.insert(t, img);
+    }
+    originals
+}
+
+/// The worst RGB PSNR over `originals` of the frames on screen at their capture times.
+fn worst_db(fetched: &[Fetched], originals: &BTreeMap<i64, RgbImage>) -> f64 {
+    originals.iter().map(|(t, orig)| psnr_rgb(frame_at(fetched, *t).expect("on screen").1, orig)).fold(f64::INFINITY, f64::min)
+}
+
 /// The quality floor: grainy pictures that the configured crf would store under 45 dB are
 /// encoded again at a lower crf until every frame is over the floor (as a viewer decodes it),
 /// in the one-minute segments and in the compacted block; with the check off, they fall under it.
@@ -786,14 +804,7 @@ fn the_quality_floor_encodes_a_block_under_it_again_at_a_lower_crf() {
         });
         let v = s.add_user("ann", true);
         let (device, token) = s.add_device("laptop", None);
-        let mut originals = BTreeMap::new();
-        for k in 0..8u64 {
-            let t = T0 + 3_000 + k as i64 * 10_000;
-            s.clock.set_ms(t);
-            let (png, img) = grainy_shot(320, 200, k);
-            assert_eq!(s.upload(&token, t, &png).status(), 201);
-            originals.insert(t, img);
-        }
+        let originals = upload_grainy(&s, &token, 8);
         s.advance_and_encode(T0 + 2 * MIN + 15_000);
         let minute = fetch_all(&s, &v, &device);
         // Compaction: the block ended `compact_after` (10 min) ago.
@@ -801,10 +812,7 @@ fn the_quality_floor_encodes_a_block_under_it_again_at_a_lower_crf() {
         let spans: Vec<i64> = s.app.index.segments_between(&device, 0, i64::MAX).unwrap().iter().map(|g| g.span_ms).collect();
         assert_eq!(spans, vec![10 * MIN], "compacted");
         let block = fetch_all(&s, &v, &device);
-        let worst = [minute, block]
-            .iter()
-            .flat_map(|fetched| originals.iter().map(|(t, orig)| psnr_rgb(frame_at(fetched, *t).expect("on screen").1, orig)))
-            .fold(f64::INFINITY, f64::min);
+        let worst = worst_db(&minute, &originals).min(worst_db(&block, &originals));
         (worst, s.app.metrics.segments_below_floor.get())
     };
     let (unchecked, _) = run(0.0);
@@ -824,21 +832,13 @@ fn a_device_that_missed_the_floor_starts_its_next_segment_at_the_crf_that_held_i
     });
     let v = s.add_user("ann", true);
     let (device, token) = s.add_device("laptop", None);
-    let mut originals = BTreeMap::new();
-    for k in 0..12u64 {
-        // Six captures in minute 0, six in minute 1.
-        let t = T0 + 3_000 + k as i64 * 10_000;
-        s.clock.set_ms(t);
-        let (png, img) = grainy_shot(320, 200, k);
-        assert_eq!(s.upload(&token, t, &png).status(), 201);
-        originals.insert(t, img);
-    }
+    // Six captures in minute 0, six in minute 1.
+    let originals = upload_grainy(&s, &token, 12);
     s.advance_and_encode(T0 + MIN + 15_000);
     let first = s.app.metrics.segments_below_floor.get();
     assert!(first >= 1, "minute 0 was encoded again under the floor");
     s.advance_and_encode(T0 + 2 * MIN + 15_000);
     assert_eq!(s.app.metrics.segments_below_floor.get(), first, "minute 1 started at the crf that held minute 0");
-    let fetched = fetch_all(&s, &v, &device);
-    let worst = originals.iter().map(|(t, orig)| psnr_rgb(frame_at(&fetched, *t).expect("on screen").1, orig)).fold(f64::INFINITY, f64::min);
+    let worst = worst_db(&fetch_all(&s, &v, &device), &originals);
     assert!(worst >= 45.0, "every frame over the floor: {worst:.2} dB");
 }
