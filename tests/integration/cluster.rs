@@ -21,36 +21,18 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 use screentape::clock::{Clock, SystemClock, MINUTE_MS};
 use screentape::index::lease::{device_lease, fenced};
-use screentape::index::{Index, IndexError, NewSegment, SharedIndex};
+use screentape::index::{Index, IndexError, SharedIndex};
 use screentape::store::{LocalStore, SharedStore};
 use screentape::media::png::encode_rgb;
 use screentape::media::{ffmpeg, psnr_rgb};
 use sha2::{Digest, Sha256};
 
 use crate::garage::{Garage, BUCKET};
-use crate::postgres::Postgres;
+use crate::postgres::{segment, Postgres};
 use crate::support::{shot, upload_recording_ack, Server, T0};
 use crate::synth::screenshot;
 
 const BIN: &str = env!("CARGO_BIN_EXE_screentape");
-
-fn segment(start_ms: i64, file: &str, captures: &[i64]) -> NewSegment {
-    NewSegment {
-        start_ms,
-        end_ms: start_ms + 60_000,
-        carry_ms: None,
-        init_sha256: [3; 32],
-        init_file: "init/3.mp4".into(),
-        init_bytes: 10,
-        file: file.into(),
-        bytes: 100,
-        codec: "avc1.F40028".into(),
-        width: 16,
-        height: 16,
-        frame_count: captures.len() as i64,
-        captures: captures.iter().map(|c| (*c, [*c as u8; 32])).collect(),
-    }
-}
 
 /// The contract of leases, the fence and pending rows, every answer written down.
 fn exercise_leases(index: &dyn Index) -> Vec<String> {
@@ -67,10 +49,10 @@ fn exercise_leases(index: &dyn Index) -> Vec<String> {
     note("token grew", &(b.token > a.token));
     note("a cannot renew", &index.renew_lease(&a, 60_000).unwrap());
     // ... and wakes up to commit: refused, its blob listed as garbage; b's commit goes through.
-    let stale = fenced(Some(&a), || index.replace_block("d1", (60_000, 60_000), &[segment(60_000, "segments/a", &[60_001])], 1));
+    let stale = fenced(Some(&a), || index.replace_block("d1", (60_000, 60_000), &[segment(60_000, "segments/a", 3, &[60_001])], 1));
     note("stale commit", &stale.map_err(|e| matches!(e, IndexError::LeaseLost(_))));
     note("loser's blob is garbage", &index.garbage().unwrap());
-    let fresh = fenced(Some(&b), || index.replace_block("d1", (60_000, 60_000), &[segment(60_000, "segments/b", &[60_001])], 2));
+    let fresh = fenced(Some(&b), || index.replace_block("d1", (60_000, 60_000), &[segment(60_000, "segments/b", 3, &[60_001])], 2));
     note("fresh commit", &fresh.map(|(ids, old)| (ids.len(), old)));
     note("segments", &index.all_segments().unwrap().iter().map(|s| s.file.clone()).collect::<Vec<_>>());
     // Released: free at once, and a later holder gets a larger token still.

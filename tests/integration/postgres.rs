@@ -38,7 +38,8 @@ impl std::ops::Deref for Postgres {
     }
 }
 
-fn segment(start_ms: i64, file: &str, init: u8, captures: &[i64]) -> NewSegment {
+/// A one-minute segment row for the index contract tests (here and in cluster.rs).
+pub(crate) fn segment(start_ms: i64, file: &str, init: u8, captures: &[i64]) -> NewSegment {
     NewSegment {
         start_ms,
         end_ms: start_ms + 60_000,
